@@ -1,0 +1,297 @@
+"""``mbuild query``: a small subset of Bazel's query language.
+
+Expressions::
+
+    //pkg:name, //pkg:all, //pkg/..., :name    a target pattern (see loading/labels.py)
+    deps(X)            X and everything X depends on, transitively
+    deps(X, N)         ... at most N edges away (deps(X, 0) = X, deps(X, 1) = X + direct deps)
+    rdeps(U, X)        targets in the transitive closure of U that depend on X (X included)
+    rdeps(U, X, N)     ... at most N edges away
+    kind(REGEX, X)     targets of X whose rule kind matches REGEX (re.search)
+    filter(REGEX, X)   targets of X whose label matches REGEX (re.search)
+    X + Y, X union Y           union
+    X - Y, X except Y          difference
+    X ^ Y, X intersect Y       intersection
+    ( X )                      grouping
+
+Set operators are left-associative with equal precedence (as in Bazel), so
+``a + b - c`` is ``(a + b) - c``; use parentheses otherwise. ``-`` must be
+preceded by a space when it follows a word (``//a:x-y`` is one label).
+Words may be quoted with ' or " (needed for regexes with special characters).
+
+Use: ``graph = load_graph(root, schemas, query_patterns(text))`` then
+``evaluate_query(text, graph)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from mbuild.errors import ConfigError
+from mbuild.loading.labels import Label
+
+if TYPE_CHECKING:
+    from mbuild.loading.graph import TargetGraph
+
+__all__ = [
+    "Expr",
+    "PatternExpr",
+    "FuncExpr",
+    "SetExpr",
+    "parse_query",
+    "query_patterns",
+    "evaluate_query",
+]
+
+
+@dataclass(frozen=True)
+class PatternExpr:
+    """A target pattern word."""
+
+    text: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class FuncExpr:
+    """``deps``, ``rdeps``, ``kind`` or ``filter`` with its arguments
+    (expressions, or str / int for word / depth arguments)."""
+
+    name: str
+    args: tuple[Union["Expr", str, int], ...]
+    pos: int
+
+
+@dataclass(frozen=True)
+class SetExpr:
+    """``left OP right`` with OP one of '+', '-', '^'."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    pos: int
+
+
+Expr = Union[PatternExpr, FuncExpr, SetExpr]
+
+# name -> argument kinds: "e" expression, "w" word (regex), "n" optional integer
+_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "deps": ("e", "n"),
+    "rdeps": ("e", "e", "n"),
+    "kind": ("w", "e"),
+    "filter": ("w", "e"),
+}
+_OPS = {"+": "+", "union": "+", "-": "-", "except": "-", "^": "^", "intersect": "^"}
+_WORD_START = re.compile(r"[A-Za-z0-9_/:.*@~$]")
+_WORD_CHARS = re.compile(r"[A-Za-z0-9_/:.*@~$\-=#%&!\[\]{}|?]*")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "word", "qword", "op", "(", ")", ",", "end"
+    text: str
+    pos: int
+
+
+class _QueryError(Exception):
+    def __init__(self, pos: int, message: str) -> None:
+        super().__init__(message)
+        self.pos = pos
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c in "(),":
+            tokens.append(_Token(c, c, i))
+            i += 1
+        elif c in "+-^":
+            tokens.append(_Token("op", c, i))
+            i += 1
+        elif c in "\"'":
+            end = text.find(c, i + 1)
+            if end < 0:
+                raise _QueryError(i, f"unterminated quote {c}")
+            tokens.append(_Token("qword", text[i + 1 : end], i))
+            i = end + 1
+        elif _WORD_START.match(c):
+            m = _WORD_CHARS.match(text, i + 1)
+            end = m.end() if m else i + 1
+            word = text[i:end]
+            tokens.append(_Token("op" if word in _OPS else "word", word, i))
+            i = end
+        else:
+            raise _QueryError(i, f"unexpected character {c!r}")
+    tokens.append(_Token("end", "", n))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    @property
+    def tok(self) -> _Token:
+        return self.tokens[self.i]
+
+    def take(self) -> _Token:
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def expect(self, kind: str, what: str) -> _Token:
+        tok = self.tok
+        if tok.kind != kind:
+            raise _QueryError(tok.pos, f"expected {what}, found {_describe(tok)}")
+        return self.take()
+
+    def parse(self) -> Expr:
+        expr = self.expr()
+        if self.tok.kind != "end":
+            raise _QueryError(self.tok.pos, f"expected an operator (+, -, ^) or the end, found {_describe(self.tok)}")
+        return expr
+
+    def expr(self) -> Expr:
+        left = self.primary()
+        while self.tok.kind == "op":
+            op = self.take()
+            right = self.primary()
+            left = SetExpr(_OPS[op.text], left, right, op.pos)
+        return left
+
+    def primary(self) -> Expr:
+        tok = self.tok
+        if tok.kind == "(":
+            self.take()
+            inner = self.expr()
+            self.expect(")", "')'")
+            return inner
+        if tok.kind == "word" and self.tokens[self.i + 1].kind == "(":
+            return self.call()
+        if tok.kind in ("word", "qword"):
+            self.take()
+            return PatternExpr(tok.text, tok.pos)
+        raise _QueryError(tok.pos, f"expected a target pattern, a function or '(', found {_describe(tok)}")
+
+    def call(self) -> FuncExpr:
+        name_tok = self.take()
+        name = name_tok.text
+        spec = _FUNCTIONS.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, list(_FUNCTIONS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known functions: {', '.join(_FUNCTIONS)}"
+            raise _QueryError(name_tok.pos, f"unknown function '{name}'{hint}")
+        self.expect("(", "'('")
+        args: list[Expr | str | int] = []
+        for index, kind in enumerate(spec):
+            if kind == "n":
+                if self.tok.kind != ",":
+                    break
+                self.take()
+                tok = self.tok
+                if tok.kind != "word" or not tok.text.isdigit():
+                    raise _QueryError(tok.pos, f"{name}() depth must be a non-negative integer, found {_describe(tok)}")
+                self.take()
+                args.append(int(tok.text))
+                continue
+            if index:
+                self.expect(",", f"',' ({name}() takes {_arity(spec)} arguments)")
+            if kind == "w":
+                tok = self.tok
+                if tok.kind not in ("word", "qword"):
+                    raise _QueryError(tok.pos, f"{name}() expects a regular expression first, found {_describe(tok)}")
+                self.take()
+                args.append(tok.text)
+            else:
+                args.append(self.expr())
+        self.expect(")", f"')' ({name}() takes {_arity(spec)} arguments)")
+        return FuncExpr(name, tuple(args), name_tok.pos)
+
+
+def _arity(spec: tuple[str, ...]) -> str:
+    required = sum(1 for k in spec if k != "n")
+    return f"{required} or {len(spec)}" if required != len(spec) else str(required)
+
+
+def _describe(tok: _Token) -> str:
+    if tok.kind == "end":
+        return "the end of the expression"
+    return f"'{tok.text}'"
+
+
+def parse_query(text: str) -> Expr:
+    """Parse a query expression; ConfigError showing the column on bad syntax."""
+    try:
+        return _Parser(text).parse()
+    except _QueryError as err:
+        raise ConfigError(f"invalid query at column {err.pos + 1}: {err}: {text!r}") from None
+
+
+def query_patterns(expr: Expr | str) -> list[str]:
+    """The target patterns an expression mentions, in order without repeats
+    (load these with load_graph before evaluating)."""
+    if isinstance(expr, str):
+        expr = parse_query(expr)
+    found: dict[str, None] = {}
+
+    def walk(e: Expr | str | int) -> None:
+        if isinstance(e, PatternExpr):
+            found[e.text] = None
+        elif isinstance(e, SetExpr):
+            walk(e.left)
+            walk(e.right)
+        elif isinstance(e, FuncExpr):
+            for index, arg in enumerate(e.args):
+                if _FUNCTIONS[e.name][index] == "e":
+                    walk(arg)
+
+    walk(expr)
+    return list(found)
+
+
+def evaluate_query(expr: Expr | str, graph: "TargetGraph", current_package: str = "") -> list[Label]:
+    """Evaluate against ``graph`` (which must hold the packages of
+    ``query_patterns(expr)``); returns sorted labels."""
+    if isinstance(expr, str):
+        expr = parse_query(expr)
+    return sorted(_eval(expr, graph, current_package))
+
+
+def _eval(e: Expr, graph: "TargetGraph", pkg: str) -> set[Label]:
+    if isinstance(e, PatternExpr):
+        return set(graph.resolve(e.text, pkg))
+    if isinstance(e, SetExpr):
+        left, right = _eval(e.left, graph, pkg), _eval(e.right, graph, pkg)
+        if e.op == "+":
+            return left | right
+        if e.op == "-":
+            return left - right
+        return left & right
+    name, args = e.name, e.args
+    if name == "deps":
+        depth = args[1] if len(args) > 1 else None
+        return set(graph.deps_closure(_eval(args[0], graph, pkg), depth))  # type: ignore[arg-type]
+    if name == "rdeps":
+        depth = args[2] if len(args) > 2 else None
+        universe = _eval(args[0], graph, pkg)  # type: ignore[arg-type]
+        return set(graph.rdeps(universe, _eval(args[1], graph, pkg), depth))  # type: ignore[arg-type]
+    regex = _regex(args[0], name, e.pos)  # type: ignore[arg-type]
+    targets = _eval(args[1], graph, pkg)  # type: ignore[arg-type]
+    if name == "kind":
+        return {t for t in targets if regex.search(graph.targets[t].kind)}
+    return {t for t in targets if regex.search(str(t))}
+
+
+def _regex(text: str, name: str, pos: int) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as err:
+        raise ConfigError(f"invalid regular expression {text!r} in {name}() at column {pos + 1}: {err}") from None
