@@ -1,0 +1,333 @@
+"""The BuildKit client: connect, inspect the daemon, and solve LLB.
+
+::
+
+    with Client.open("docker://") as bk:
+        result = bk.solve(SolveRequest(
+            definition=state.marshal(),
+            exports=(exporters.load_into_docker("demo:latest", state.image_config()),),
+            local_dirs={"context": LocalDir(Path("."))},
+        ), on_event=print)
+
+A solve attaches a session (file sync, file send, auth, secrets), runs
+``Control.Solve`` with ``Control.Status`` alongside, turns the status stream
+into :mod:`progress` events, and returns the exporter response. Ctrl-C
+cancels the solve on the daemon and closes the session before re-raising.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import grpc
+
+from ..errors import BuildFailure
+from . import progress
+from .auth import AuthService
+from .exporters import STREAMED, Export
+from .filesend import FileSendServicer
+from .filesync import FileSyncServicer, LocalDir
+from .proto import control_pb2, control_pb2_grpc, gateway_pb2, gateway_pb2_grpc, ops_pb2
+from .secrets import SecretSource, SecretsService
+from .session import Session, new_session_id
+from .transport import Address, Connection, connect
+
+EventSink = Callable[[progress.Event], None]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cache import or export backend: ``registry``, ``local``, ``inline``…"""
+
+    type: str
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SolveRequest:
+    # An llb.State (marshalled per solve, with the session id making local
+    # sources unique to it, as Go's client does), an llb.Definition, or the pb.
+    definition: object
+    exports: Sequence[Export] = ()
+    local_dirs: Mapping[str, LocalDir] = field(default_factory=dict)
+    secrets: Mapping[str, SecretSource] = field(default_factory=dict)
+    cache_imports: Sequence[CacheEntry] = ()
+    cache_exports: Sequence[CacheEntry] = ()
+    entitlements: Sequence[str] = ()
+    shared_key: str = ""  # stable per workspace: lets the daemon reuse synced files
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    digest: str
+    name: str
+    cached: bool
+    duration: float
+    source: bool = False  # image/local/git/http sources are resolved, never "cached"
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    exporter_response: Mapping[str, str]
+    steps: tuple[StepSummary, ...]
+    files: tuple[Path, ...] = ()
+
+    @property
+    def manifest_digest(self) -> str | None:
+        return self.exporter_response.get("containerimage.digest")
+
+    @property
+    def config_digest(self) -> str | None:
+        return self.exporter_response.get("containerimage.config.digest")
+
+    @property
+    def all_cached(self) -> bool:
+        """Every build step (exec, file, merge, diff) was answered from cache.
+
+        Sources are resolved on every solve (a local source re-syncs, sending
+        only what changed), so BuildKit never reports them as cached.
+        """
+        return all(s.cached for s in self.steps if not s.source)
+
+
+_EXIT_CODE = re.compile(r"exit code: (\d+)")
+_PROCESS = re.compile(r'process "(.*)" did not complete successfully')
+
+
+class SolveError(BuildFailure):
+    """A step failed: carries the step, its command, exit code and log tail."""
+
+    def __init__(self, step: str, error: str, command: str | None, exit_code: int | None,
+                 log_tail: Sequence[str]) -> None:
+        self.step = step
+        self.error = error
+        self.command = command
+        self.exit_code = exit_code
+        self.log_tail = list(log_tail)
+        head = f"step {step!r} failed"
+        if exit_code is not None:
+            head += f" with exit code {exit_code}"
+        super().__init__(f"{head}: {error}")
+
+    def report(self) -> str:
+        """A multi-line report: the step, its command, exit code and the log tail."""
+        lines = [str(self)]
+        if self.command:
+            lines.append(f"  command: {self.command}")
+        if self.log_tail:
+            lines.append("  last log lines:")
+            lines.extend(f"    {line}" for line in self.log_tail)
+        return "\n".join(lines)
+
+
+def _definition_pb(definition: object, unique: str) -> ops_pb2.Definition:
+    if isinstance(definition, ops_pb2.Definition):
+        return definition
+    if hasattr(definition, "marshal"):  # an llb.State
+        definition = definition.marshal(local_unique=unique)
+    if getattr(definition, "is_empty", False):
+        raise BuildFailure("nothing to build: the result is an empty filesystem (scratch)")
+    return definition.to_pb()  # type: ignore[attr-defined]
+
+
+def _op_kinds(pb: ops_pb2.Definition) -> dict[str, str]:
+    """digest -> op kind ("exec", "source", "file"…) of every op in ``pb``."""
+    import hashlib
+
+    kinds = {}
+    for raw in getattr(pb, "def"):
+        op = ops_pb2.Op.FromString(raw)
+        kinds["sha256:" + hashlib.sha256(raw).hexdigest()] = op.WhichOneof("op") or "terminal"
+    return kinds
+
+
+class Client:
+    """A connection to one BuildKit daemon."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._control = control_pb2_grpc.ControlStub(connection.channel)
+        self._caps: frozenset[str] | None = None
+
+    @classmethod
+    def open(cls, address: Address | str = "docker://", timeout: float | None = None) -> "Client":
+        return cls(connect(address) if timeout is None else connect(address, timeout))
+
+    @property
+    def address(self) -> Address:
+        return self.connection.address
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ introspection
+
+    def workers(self) -> list:
+        return list(self._control.ListWorkers(control_pb2.ListWorkersRequest(), timeout=10).record)
+
+    def version(self) -> str:
+        try:
+            return self._control.Info(control_pb2.InfoRequest(), timeout=10).buildkitVersion.version
+        except grpc.RpcError:
+            return "unknown"  # BuildKit 0.8 has no Info
+
+    def caps(self) -> frozenset[str]:
+        """The daemon's enabled LLB capabilities, read through LLBBridge.Ping.
+
+        BuildKit registers a gateway bridge for a Solve without definition or
+        frontend; Ping on it lists the caps, and Return ends that Solve.
+        """
+        if self._caps is not None:
+            return self._caps
+        ref = "mbuild-caps-" + new_session_id()
+        bridge = gateway_pb2_grpc.LLBBridgeStub(self.connection.channel)
+        md = (("buildkit-controlapi-buildid", ref),)
+        with Session(self.connection) as session:
+            fut = self._control.Solve.future(control_pb2.SolveRequest(Ref=ref, Session=session.id))
+            try:
+                pong = None
+                deadline = time.monotonic() + 10
+                while pong is None:
+                    try:
+                        pong = bridge.Ping(gateway_pb2.PingRequest(), metadata=md, timeout=5)
+                    except grpc.RpcError:
+                        if time.monotonic() > deadline or fut.done():
+                            raise
+                        time.sleep(0.05)
+                bridge.Return(gateway_pb2.ReturnRequest(result=gateway_pb2.Result()), metadata=md, timeout=10)
+                fut.result(timeout=10)
+            finally:
+                fut.cancel()
+        self._caps = frozenset(c.ID for c in pong.LLBCaps if c.Enabled)
+        return self._caps
+
+    def exporters(self) -> frozenset[str]:
+        """Exporter types this daemon offers (worker labels tell the image store)."""
+        labels = {}
+        for w in self.workers():
+            labels.update(w.Labels)
+        if labels.get("org.mobyproject.buildkit.worker.moby.host-gateway-ip") and \
+                labels.get("org.mobyproject.buildkit.worker.executor") != "containerd":
+            return frozenset({"moby", "local", "tar"})  # classic Docker image store
+        return frozenset({"moby", "image", "oci", "docker", "local", "tar"})
+
+    def check_exports(self, exports: Sequence[Export]) -> None:
+        available = self.exporters()
+        for e in exports:
+            if e.type not in available:
+                raise BuildFailure(
+                    f"BuildKit at {self.address} has no {e.type!r} exporter (it offers "
+                    f"{', '.join(sorted(available))}); enable the containerd image store "
+                    '({"features":{"containerd-snapshotter":true}} in /etc/docker/daemon.json)'
+                )
+
+    # ------------------------------------------------------------------ solve
+
+    def solve(self, request: SolveRequest, on_event: EventSink | None = None,
+              ref: str | None = None) -> SolveResult:
+        ref = ref or "mbuild-" + new_session_id()
+        streamed = {i: e for i, e in enumerate(request.exports) if e.type in STREAMED}
+        services = [FileSyncServicer(request.local_dirs), AuthService(), SecretsService(request.secrets)]
+        if streamed:
+            services.append(FileSendServicer({i: (e.type, e.output) for i, e in streamed.items()}))
+        tracker = progress.StatusTracker()
+        events: "queue.Queue[object]" = queue.Queue()
+
+        with Session(self.connection, services, shared_key=request.shared_key) as session:
+            pb = _definition_pb(request.definition, session.id)
+            solve_req = control_pb2.SolveRequest(Ref=ref, Definition=pb, Session=session.id,
+                                                 Entitlements=list(request.entitlements))
+            for e in request.exports:
+                solve_req.Exporters.add(Type=e.type, Attrs=dict(e.attrs))
+            if request.exports:  # daemons before 0.13 read only the first exporter, here
+                solve_req.ExporterDeprecated = request.exports[0].type
+                solve_req.ExporterAttrsDeprecated.update(dict(request.exports[0].attrs))
+            for c in request.cache_imports:
+                solve_req.Cache.Imports.add(Type=c.type, Attrs=dict(c.attrs))
+            for c in request.cache_exports:
+                solve_req.Cache.Exports.add(Type=c.type, Attrs=dict(c.attrs))
+
+            future = self._control.Solve.future(solve_req)
+            status_call = self._control.Status(control_pb2.StatusRequest(Ref=ref))
+
+            def read_status() -> None:
+                try:
+                    for resp in status_call:
+                        events.put(resp)
+                except grpc.RpcError:
+                    pass
+                finally:
+                    events.put(None)
+
+            reader = threading.Thread(target=read_status, daemon=True, name="status")
+            reader.start()
+
+            def drain(block: bool) -> bool:
+                """Hand queued status to the tracker; False once the stream ended."""
+                while True:
+                    try:
+                        item = events.get(timeout=0.1) if block else events.get_nowait()
+                    except queue.Empty:
+                        return True
+                    block = False
+                    if item is None:
+                        return False
+                    for ev in tracker.feed(item):
+                        if on_event:
+                            on_event(ev)
+
+            try:
+                while not future.done():
+                    drain(block=True)
+                # The status stream ends shortly after the solve; take its tail.
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and drain(block=True):
+                    if not reader.is_alive() and events.empty():
+                        break
+                for ev in tracker.flush_logs():
+                    if on_event:
+                        on_event(ev)
+                try:
+                    response = future.result()
+                except grpc.RpcError as err:
+                    raise self._solve_error(err, tracker) from None
+            except KeyboardInterrupt:
+                future.cancel()  # cancels the job on the daemon
+                status_call.cancel()
+                raise
+            finally:
+                status_call.cancel()
+
+        kinds = _op_kinds(pb)
+        steps = tuple(StepSummary(v.digest, v.name, v.cached, v.duration, kinds[v.digest] == "source")
+                      for v in tracker.steps(set(kinds)))
+        files = tuple(e.output for e in streamed.values() if e.output is not None)
+        return SolveResult(dict(response.ExporterResponse), steps, files)
+
+    def _solve_error(self, err: grpc.RpcError, tracker: progress.StatusTracker) -> BuildFailure:
+        details = (err.details() if hasattr(err, "details") else str(err)) or str(err)
+        failed = tracker.failed()
+        if err.code() == grpc.StatusCode.UNAVAILABLE and failed is None:
+            return BuildFailure(f"BuildKit at {self.address} went away during the solve: {details}")
+        text = failed.error if failed else details
+        m = _EXIT_CODE.search(text) or _EXIT_CODE.search(details)
+        cmd = _PROCESS.search(text) or _PROCESS.search(details)
+        return SolveError(
+            step=(failed.name if failed else "solve"),
+            error=details.splitlines()[0] if details else text,
+            command=cmd.group(1) if cmd else None,
+            exit_code=int(m.group(1)) if m else None,
+            log_tail=list(failed.tail) if failed else [],
+        )
