@@ -25,6 +25,7 @@ import shutil
 import stat as _st
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -145,6 +146,8 @@ class FileSendServicer:
                     f.write(data)
                     self._count(index, len(data))
                 f.flush()
+                if not _ended_cleanly(context):
+                    raise _Cancelled()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
@@ -153,12 +156,37 @@ class FileSendServicer:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-            if isinstance(e, grpc.RpcError):
+            if isinstance(e, (grpc.RpcError, _Cancelled)):
                 return  # the daemon cancelled; nothing to answer
             if isinstance(e, OSError):
                 context.abort(grpc.StatusCode.INTERNAL, f"failed to write {path}: {e}")
             raise
         self.completed[index] = path
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_CANCEL_GRACE = 0.25  # seconds
+
+
+def _ended_cleanly(context) -> bool:
+    """Whether the request stream ended by a half-close rather than a cancel.
+
+    grpcio's request iterator also just stops when the client cancels
+    (RST_STREAM); the cancellation reaches the call state a moment later.
+    A half-closing daemon is waiting for our status meanwhile, so a short
+    wait costs little and keeps a truncated tarball from being renamed
+    into place.
+    """
+    deadline = time.monotonic() + _CANCEL_GRACE
+    while True:
+        if not context.is_active():
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.01)
 
 
 def _unix_perm(go_mode: int) -> int:

@@ -62,8 +62,13 @@ class State:
     def with_env(self, key: str, value: str) -> "State":
         return replace(self, config=self.config.with_env(key, value))
 
-    def get_env(self, key: str) -> str | None:
-        return self.config.get_env(key)
+    def get_env(self, key: str, default: str | None = None) -> str | None:
+        value = self.config.get_env(key)
+        return default if value is None else value
+
+    def get_workdir(self) -> str:
+        """The image config's working directory ("" when unset)."""
+        return self.config.workdir or ""
 
     def with_workdir(self, path: str) -> "State":
         return replace(self, config=self.config.with_workdir(path))

@@ -1,0 +1,165 @@
+"""``mbuild``: the command line. A thin layer over :mod:`mbuild.workflow`.
+
+Exit codes: 0 success, 1 build failure, 2 usage or configuration error.
+Errors are one line (no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import ConfigError, MbuildError
+
+COMMANDS_WITH_LABELS = ("build",)
+
+
+class DefaultToBuild(click.Group):
+    """``mbuild //x:y`` is short for ``mbuild build //x:y``."""
+
+    def parse_args(self, ctx, args):
+        first = next((a for a in args if not a.startswith("-")), None)
+        if first is not None and first not in self.commands and (first.startswith(("//", ":")) or "/" in first):
+            index = args.index(first)
+            args = args[:index] + ["build"] + args[index:]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultToBuild, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("-C", "--directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="Run as if started in this directory.")
+@click.pass_context
+def cli(ctx, debug: bool, directory: Path) -> None:
+    """Bazel-style hermetic builds of container images on BuildKit."""
+    ctx.obj = {"debug": debug, "cwd": directory.resolve()}
+
+
+@cli.command()
+@click.argument("labels", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per target on stdout.")
+@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]), default="auto",
+              show_default=True, help="How to show build progress (on stderr).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Targets solved in parallel.")
+@click.pass_context
+def build(ctx, labels, as_json: bool, progress: str, jobs: int) -> None:
+    """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
+    from .buildkit.client import Client
+    from .execution.build import Executor
+    from .ui.progress import make_display
+    from .workflow import analyse, load, resolve_labels
+
+    loaded = load(ctx.obj["cwd"], list(labels))
+    targets = resolve_labels(loaded, labels)
+    infos = analyse(loaded, targets)
+    display = make_display(progress)
+    try:
+        with Client.open(loaded.workspace.buildkit) as client:
+            outcomes = Executor(loaded.workspace, client, infos, display, jobs).run(targets)
+    finally:
+        display.close()
+    if as_json:
+        for o in outcomes:
+            click.echo(json.dumps(o.to_json()))
+    else:
+        for o in outcomes:
+            what = o.image or ", ".join(o.files) or "built"
+            state = "cached" if o.cached else f"{o.seconds:.1f}s"
+            digest = f" {o.manifest_digest}" if o.manifest_digest else ""
+            click.echo(f"{o.label}: {what}{digest} ({state})", err=True)
+
+
+@cli.command()
+@click.argument("expression")
+@click.pass_context
+def query(ctx, expression: str) -> None:
+    """Print the labels an expression selects, one a line (deps, rdeps, kind…)."""
+    from .query import evaluate_query, parse_query, query_patterns
+    from .workflow import load
+
+    expr = parse_query(expression)
+    loaded = load(ctx.obj["cwd"], query_patterns(expr))
+    for label in evaluate_query(expr, loaded.graph, loaded.current_package):
+        click.echo(str(label))
+
+
+@cli.command()
+@click.argument("labels", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid"]), default="dot", show_default=True)
+@click.pass_context
+def graph(ctx, labels, fmt: str) -> None:
+    """Draw the dependency graph of LABELS as Graphviz dot or Mermaid."""
+    from .ui.graph import render
+    from .workflow import load, resolve_labels
+
+    loaded = load(ctx.obj["cwd"], list(labels))
+    roots = resolve_labels(loaded, labels)
+    click.echo(render(loaded.graph, roots, fmt), nl=False)
+
+
+@cli.command()
+@click.pass_context
+def lock(ctx) -> None:
+    """Pin every base image in WORKSPACE.toml to the digest its ref names now."""
+    from .execution.images import resolve_digest
+    from .loading.workspace import find_workspace, load_workspace, write_image_digest
+
+    root = find_workspace(ctx.obj["cwd"])
+    workspace = load_workspace(root)
+    for name, image in sorted(workspace.images.items()):
+        digest = resolve_digest(image)
+        if digest != image.digest:
+            write_image_digest(workspace.workspace_file, name, digest)
+            click.echo(f"{name}: {image.ref}@{digest}", err=True)
+
+
+@cli.command(name="help")
+@click.argument("rule", required=False)
+def help_rule(rule: str | None) -> None:
+    """Show the documentation of a rule (or list the rules)."""
+    from .loading.schema import render_docs
+    from .rules import RULES
+
+    if rule is None:
+        for name, r in sorted(RULES.items()):
+            click.echo(f"{name}: {r.schema.doc}")
+        return
+    if rule not in RULES:
+        raise ConfigError(f"unknown rule {rule!r}; known rules: {', '.join(sorted(RULES))}")
+    click.echo(render_docs(RULES[rule].schema))
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="mbuild", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("mbuild: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"mbuild: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code if e.exit_code else 2)
+    except KeyboardInterrupt:
+        click.echo("mbuild: interrupted; the solve was cancelled", err=True)
+        sys.exit(130)
+    except MbuildError as e:
+        if debug:
+            traceback.print_exc()
+        report = getattr(e, "report", None)
+        click.echo(f"mbuild: error: {report() if report else e}", err=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if debug:
+            traceback.print_exc()
+        click.echo(f"mbuild: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Node images in three stages: pnpm dependencies, a build, a slim runtime.
+
+Mirrors the seed's ``node.Dockerfile``: pnpm comes from Corepack, pinned;
+``pnpm install --frozen-lockfile`` fails when ``pnpm-lock.yaml`` is out of
+date; the builder adds only the named sources (never the whole tree, so
+``.env`` cannot leak); the runtime copies only the built outputs, owned by
+the runtime user as they are copied (no chown layer afterwards).
+"""
+
+from __future__ import annotations
+
+from ..analysis.context import RuleContext
+from ..analysis.rule import Rule
+from ..buildkit import llb
+from ..loading.schema import Attr, RuleSchema
+from .common import IMAGE_ATTRS, finish_image
+
+
+def _pnpm_install(ctx: RuleContext):
+    workdir = ctx.attr("workdir")
+    version = ctx.attr("pnpm_version")
+    spec = f"pnpm@{version}" + (f"+{ctx.attr('pnpm_hash')}" if ctx.attr("pnpm_hash") else "")
+    st = ctx.base(ctx.attr("base"))
+    st = (
+        st.with_env("COREPACK_HOME", "/opt/corepack")
+        .with_env("COREPACK_ENABLE_DOWNLOAD_PROMPT", "0")
+        .with_env("npm_config_update_notifier", "false")
+    )
+    st = st.run(
+        ["/bin/sh", "-c", f"corepack enable && corepack prepare {spec} --activate"],
+        env=ctx.fetch_env(),
+        mounts=ctx.fetch_mounts(),
+        name=f"[{ctx.label}] corepack: pnpm {version}",
+    ).root()
+    st = st.mkdir(workdir, parents=True).with_workdir(workdir)
+    st = st.copy(ctx.source(ctx.files_of(ctx.attr("manifests"))), "/", workdir + "/")
+    st = st.run(
+        ["/bin/sh", "-c", "pnpm install --frozen-lockfile --store-dir /pnpm/store"],
+        env=ctx.fetch_env(),
+        mounts=[*ctx.fetch_mounts(), llb.cache("/pnpm/store", id="pnpm-store")],
+        name=f"[{ctx.label}] pnpm install --frozen-lockfile",
+    ).root()
+    return ctx.result(stage=st)
+
+
+PNPM_INSTALL = Rule(
+    RuleSchema(
+        name="pnpm_install",
+        doc="A stage with a pnpm workspace's dependencies installed from its lockfile.",
+        attrs={
+            "base": Attr("string", "Node base image name from WORKSPACE.toml `[images]`.", mandatory=True),
+            "manifests": Attr("label_list", "Filegroups with `package.json` files, `pnpm-lock.yaml` and "
+                              "`pnpm-workspace.yaml`, at their workspace paths.", mandatory=True),
+            "pnpm_version": Attr("string", "pnpm version Corepack activates, pinned.", default="10.28.1"),
+            "pnpm_hash": Attr("string", "Hash Corepack checks the pnpm download against "
+                              "(`sha512.<hex>`), for registries whose metadata lacks signatures.", default=""),
+            "workdir": Attr("string", "Workspace folder in the image.", default="/app"),
+        },
+    ),
+    _pnpm_install,
+)
+
+
+def _node_build(ctx: RuleContext):
+    st = ctx.stage_of(ctx.attr("deps"))
+    workdir = st.get_workdir() or "/"
+    st = st.copy(ctx.source(ctx.files_of(ctx.attr("srcs"))), "/", workdir.rstrip("/") + "/")
+    st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}").root()
+    return ctx.result(stage=st)
+
+
+NODE_BUILD = Rule(
+    RuleSchema(
+        name="node_build",
+        doc="A build stage: sources added to a `pnpm_install` stage, then a build command run.",
+        attrs={
+            "deps": Attr("label", "The `pnpm_install` stage to build on.", mandatory=True),
+            "srcs": Attr("label_list", "Filegroups copied at their workspace paths (only these: "
+                         "never the whole tree).", mandatory=True),
+            "command": Attr("string_list", "The build command (exec form).", mandatory=True),
+        },
+    ),
+    _node_build,
+)
+
+
+def _node_image(ctx: RuleContext):
+    workdir = ctx.attr("workdir")
+    user = ctx.attr("user")
+    builder = ctx.stage_of(ctx.attr("builder"))
+    from_dir = (builder.get_workdir() or workdir).rstrip("/")
+    st = ctx.base(ctx.attr("base"))
+    st = st.mkdir(workdir, parents=True).with_workdir(workdir)
+    for path in ctx.attr("outputs"):
+        st = st.copy(builder, f"{from_dir}/{path}", f"{workdir.rstrip('/')}/{path}", owner=f"{user}:{user}")
+    return finish_image(ctx, st, user)
+
+
+NODE_IMAGE = Rule(
+    RuleSchema(
+        name="node_image",
+        doc="A runtime image holding only a `node_build` stage's outputs, owned by a non-root user.",
+        attrs={
+            "base": Attr("string", "Runtime base image name from WORKSPACE.toml `[images]`.", mandatory=True),
+            "builder": Attr("label", "The `node_build` stage whose outputs are copied.", mandatory=True),
+            "outputs": Attr("string_list", "Paths relative to the builder's workdir, copied to the same "
+                            "paths under `workdir`.", mandatory=True),
+            "user": Attr("string", "Runtime user; it owns the copied files (the base's built-in `node`, "
+                         "uid/gid 1000).", default="node"),
+            "workdir": Attr("string", "Working directory.", default="/app"),
+            **IMAGE_ATTRS,
+        },
+    ),
+    _node_image,
+)
