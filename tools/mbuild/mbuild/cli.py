@@ -49,18 +49,14 @@ def cli(ctx, debug: bool, directory: Path) -> None:
 @click.pass_context
 def build(ctx, labels, as_json: bool, progress: str, jobs: int) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
-    from .buildkit.client import Client
-    from .execution.build import Executor
     from .ui.progress import make_display
-    from .workflow import analyse, load, resolve_labels
+    from .workflow import execute, load, resolve_labels
 
     loaded = load(ctx.obj["cwd"], list(labels))
     targets = resolve_labels(loaded, labels)
-    infos = analyse(loaded, targets)
     display = make_display(progress)
     try:
-        with Client.open(loaded.workspace.buildkit) as client:
-            outcomes = Executor(loaded.workspace, client, infos, display, jobs).run(targets)
+        outcomes = execute(loaded, targets, display, jobs)
     finally:
         display.close()
     if as_json:
@@ -72,6 +68,38 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int) -> None:
             state = "cached" if o.cached else f"{o.seconds:.1f}s"
             digest = f" {o.manifest_digest}" if o.manifest_digest else ""
             click.echo(f"{o.label}: {what}{digest} ({state})", err=True)
+
+
+@cli.command()
+@click.argument("label")
+@click.pass_context
+def explain(ctx, label: str) -> None:
+    """Show a target's key inputs, and what changed since its last build."""
+    from .workflow import explain_target, load, resolve_labels
+
+    loaded = load(ctx.obj["cwd"], [label])
+    (target,) = resolve_labels(loaded, [label])[:1]
+    click.echo(explain_target(loaded, target), nl=False)
+
+
+@cli.command()
+@click.option("--max-size", help="Only evict least recently used entries down to this size (e.g. 5GB).")
+@click.pass_context
+def clean(ctx, max_size: str | None) -> None:
+    """Empty the local action cache (or shrink it to --max-size)."""
+    from .cache.store import LocalStore
+    from .loading.workspace import find_workspace, load_workspace, parse_size
+
+    workspace = load_workspace(find_workspace(ctx.obj["cwd"]))
+    store = LocalStore(workspace.cache.dir)
+    if max_size:
+        limit = parse_size(max_size)
+        if limit is None:
+            raise ConfigError(f"--max-size {max_size!r}: use a size like 500MB or 10GB")
+        freed = store.evict(limit)
+    else:
+        freed = store.clean()
+    click.echo(f"freed {freed / 1e6:.1f} MB from {store.root}", err=True)
 
 
 @cli.command()

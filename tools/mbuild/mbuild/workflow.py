@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .analysis.analyze import analyze, needed_base_images
-from .analysis.providers import TargetInfo
+from .analysis.providers import ResolvedBase, TargetInfo
 from .errors import ConfigError
 from .loading.graph import TargetGraph, load_graph
 from .loading.labels import Label
@@ -58,11 +58,73 @@ def warn_unpinned(workspace: Workspace, names: set[str]) -> None:
                   f"run `mbuild lock` to pin it in WORKSPACE.toml", file=sys.stderr)
 
 
-def analyse(loaded: Loaded, labels: Sequence[Label]) -> dict[Label, TargetInfo]:
-    from .execution.images import base_image_configs
+@dataclass(frozen=True)
+class Analysed:
+    infos: dict[Label, TargetInfo]
+    bases: dict[str, ResolvedBase]
+
+
+def analyse(loaded: Loaded, labels: Sequence[Label]) -> Analysed:
+    from .execution.images import resolve_bases
 
     names = needed_base_images(loaded.graph, labels)
-    unknown = [n for n in sorted(names) if n not in loaded.workspace.images]
-    configs = base_image_configs(loaded.workspace.images[n] for n in sorted(names) if n not in unknown)
-    warn_unpinned(loaded.workspace, names - set(unknown))
-    return analyze(loaded.graph, loaded.workspace, labels, configs)
+    known = sorted(n for n in names if n in loaded.workspace.images)  # unknown names fail in the rule, at file:line
+    bases = resolve_bases(loaded.workspace.images[n] for n in known)
+    warn_unpinned(loaded.workspace, set(known))
+    return Analysed(analyze(loaded.graph, loaded.workspace, labels, bases), bases)
+
+
+def engine_options(workspace: Workspace) -> dict[str, str]:
+    """Output-relevant engine options that go into action keys."""
+    options = {"exporter": "moby"}
+    if workspace.source_date_epoch is not None:
+        options["source_date_epoch"] = str(workspace.source_date_epoch)
+    return options
+
+
+def keys_for(loaded: Loaded, analysed: Analysed, store):
+    from .cache.digests import StatCache
+    from .execution.build import compute_keys
+
+    stat_cache = StatCache(store.stat_cache_path)
+    try:
+        return compute_keys(loaded.workspace, analysed.infos, analysed.bases, stat_cache,
+                            engine_options(loaded.workspace))
+    finally:
+        stat_cache.close()
+
+
+def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int):
+    from .buildkit.client import Client
+    from .cache.store import LocalStore
+    from .execution.build import Executor
+
+    analysed = analyse(loaded, targets)
+    store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
+    keys = keys_for(loaded, analysed, store)
+    executor = Executor(loaded.workspace, lambda: Client.open(loaded.workspace.buildkit), analysed.infos, keys,
+                        store, on_event, jobs)
+    outcomes = executor.run(targets)
+    store.evict()
+    return outcomes
+
+
+def explain_target(loaded: Loaded, target: Label) -> str:
+    import json as _json
+
+    from .cache.keys import diff_inputs
+    from .cache.store import LocalStore
+
+    analysed = analyse(loaded, [target])
+    store = LocalStore(loaded.workspace.cache.dir)
+    inputs = keys_for(loaded, analysed, store)[target]
+    lines = [f"{target}: key {inputs.key}", _json.dumps(inputs.doc, indent=2, sort_keys=True)]
+    last = store.last(loaded.workspace.name, str(target))
+    if last is None:
+        lines.append(f"no earlier build of {target} is recorded in {store.root}")
+    elif last.key == inputs.key:
+        lines.append("unchanged since the last build: a build answers from the cache")
+    else:
+        lines.append(f"changed since the last build (key {last.key[:16]}…):")
+        lines.extend(f"  {line}" for line in diff_inputs(last.inputs, inputs.doc))
+    return "\n".join(lines) + "\n"

@@ -2,18 +2,19 @@
 
 Runs each needed target's rule implementation once, dependencies first, and
 returns every :class:`TargetInfo` with its action key. Pure: base image
-configs are passed in (resolved at the IO edge, :mod:`mbuild.execution.images`).
+configs and digests are passed in (resolved at the IO edge,
+:mod:`mbuild.execution.images`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from ..loading.graph import TargetGraph
 from ..loading.labels import Label
 from ..loading.workspace import Workspace
 from .context import RuleContext
-from .providers import TargetInfo
+from .providers import ResolvedBase, TargetInfo
 
 
 def needed_base_images(graph: TargetGraph, labels: Iterable[Label]) -> set[str]:
@@ -27,7 +28,7 @@ def needed_base_images(graph: TargetGraph, labels: Iterable[Label]) -> set[str]:
 
 
 def analyze(graph: TargetGraph, workspace: Workspace, labels: Iterable[Label],
-            base_configs: Mapping[str, Mapping[str, Any]], platform: str | None = None) -> dict[Label, TargetInfo]:
+            bases: Mapping[str, ResolvedBase], platform: str | None = None) -> dict[Label, TargetInfo]:
     """Analyse ``labels`` and everything they depend on, in dependency order."""
     from ..rules import RULES
 
@@ -35,6 +36,6 @@ def analyze(graph: TargetGraph, workspace: Workspace, labels: Iterable[Label],
     for label in graph.topological_order(labels):
         target = graph.targets[label]
         deps = {d: infos[d] for d in target.deps}
-        ctx = RuleContext(target, workspace, deps, base_configs, platform)
+        ctx = RuleContext(target, workspace, deps, bases, platform)
         infos[label] = RULES[target.kind].implementation(ctx)
     return infos

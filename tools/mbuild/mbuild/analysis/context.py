@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..loading.labels import Label
 from ..loading.schema import Location
 from ..loading.workspace import BaseImage, Workspace
-from .providers import TargetInfo
+from .providers import ResolvedBase, TargetInfo
 
 # The name of the local source that holds workspace files; FileSync serves it
 # from the workspace root with .dockerignore applied.
@@ -34,14 +34,14 @@ CA_ENV = {
 
 class RuleContext:
     def __init__(self, target, workspace: Workspace, deps: Mapping[Label, TargetInfo],
-                 base_configs: Mapping[str, Mapping[str, Any]], platform: str | None = None) -> None:
+                 bases: Mapping[str, ResolvedBase], platform: str | None = None) -> None:
         self.label: Label = target.label
         self.kind: str = target.kind
         self.attrs: Mapping[str, Any] = target.attrs
         self.location: Location = target.location
         self.workspace = workspace
         self._deps = deps
-        self._base_configs = base_configs
+        self._resolved = bases
         self.platform = platform
         self._sources: set[str] = set()
         self._bases: dict[str, BaseImage] = {}
@@ -92,14 +92,16 @@ class RuleContext:
         ).with_name(name or f"[{self.label}] load {len(files)} source files")
 
     def base(self, name: str) -> llb.State:
-        """The base image ``name`` from WORKSPACE.toml, pinned when a digest is set."""
+        """The base image ``name`` from WORKSPACE.toml, pinned to the digest it resolved to."""
         image = self.workspace.images.get(name)
         if image is None:
             known = ", ".join(sorted(self.workspace.images)) or "none"
             raise self.error(f"unknown base image {name!r}; WORKSPACE.toml [images] has: {known}")
         self._bases[name] = image
-        config = self._base_configs.get(name, {})
-        return llb.image(image.pinned_ref, config=config, platform=self.platform)
+        resolved = self._resolved.get(name)
+        if resolved is None:
+            return llb.image(image.pinned_ref, platform=self.platform)
+        return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self.platform)
 
     def fetch_env(self) -> dict[str, str]:
         """Env for a step that downloads (PyPI, npm): points tools at the CA bundle."""

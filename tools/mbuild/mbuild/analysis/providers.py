@@ -26,6 +26,15 @@ from ..loading.workspace import BaseImage
 
 
 @dataclass(frozen=True)
+class ResolvedBase:
+    """A base image as the engine has it: the digest it resolved to and its config."""
+
+    name: str
+    digest: str
+    config: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ImageOutput:
     """An image to load into the engine under ``name``."""
 

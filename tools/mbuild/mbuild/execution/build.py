@@ -1,8 +1,15 @@
-"""Execution: run the planned jobs on BuildKit and write outputs.
+"""Execution: answer each planned job from the cache, or run it on BuildKit.
 
-For each job: solve the target's LLB (exporting images into the engine), or
-render and write a generated file once the images it names are built.
-Progress events are passed on tagged with the job's label.
+For each job, in dependency order and in parallel where independent:
+
+1. compute the action key (:mod:`mbuild.cache.keys`);
+2. under the key's lock (a second mbuild process building the same key
+   waits here, then finds the result), look the key up in the local store;
+3. on a hit, check the output is still there (the image in the engine under
+   its manifest digest, the file on disk) and report the job cached without
+   any solve; restore what is missing;
+4. on a miss, solve on BuildKit (exporting images into the engine) or render
+   the generated file, and record the result.
 """
 
 from __future__ import annotations
@@ -13,19 +20,24 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
-from ..analysis.providers import BuiltImage, TargetInfo
+from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
 from ..buildkit import exporters
-from ..buildkit.client import Client, SolveRequest
+from ..buildkit.client import SolveRequest
 from ..buildkit.dockerignore import read_dockerignore
 from ..buildkit.filesync import LocalDir
 from ..buildkit.secrets import SecretSource
+from ..cache.digests import StatCache
+from ..cache.keys import KeyInputs, key_inputs
+from ..cache.store import ActionRecord, LocalStore
 from ..loading.labels import Label
 from ..loading.workspace import Workspace
+from .engine import Engine
 from .outputs import write_atomic
 from .plan import Job, plan
 from .scheduler import run_parallel
 
 EventSink = Callable[[Label, object], None]
+PLATFORM = "linux/amd64"
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class TargetOutcome:
     cached: bool = False
     files: tuple[str, ...] = ()
     seconds: float = 0.0
+    key: str = ""
 
     def to_json(self) -> dict:
         return {
@@ -47,17 +60,113 @@ class TargetOutcome:
             "cached": self.cached,
             "files": list(self.files),
             "seconds": round(self.seconds, 3),
+            "key": self.key,
         }
+
+
+def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases: Mapping[str, ResolvedBase],
+                 stat_cache: StatCache, engine_options: Mapping[str, str]) -> dict[Label, KeyInputs]:
+    """Key inputs of every analysed target (``infos`` is in dependency order)."""
+    sources = sorted({path for info in infos.values() for path in info.sources})
+    files = stat_cache.digest_files(workspace.root, sources)
+    base_digests = {name: b.digest for name, b in bases.items()}
+    out: dict[Label, KeyInputs] = {}
+    for label, info in infos.items():
+        dep_keys = {d: out[d].key for d in info.deps}
+        out[label] = key_inputs(info, files, dep_keys, base_digests, PLATFORM, engine_options)
+    return out
 
 
 @dataclass
 class Executor:
     workspace: Workspace
-    client: Client
+    connect: Callable[[], object]  # opens the BuildKit client, only when a solve is needed
     infos: Mapping[Label, TargetInfo]
+    keys: Mapping[Label, KeyInputs]
+    store: LocalStore
     on_event: EventSink | None = None
     jobs: int = 4
+    engine: Engine = field(default_factory=Engine)
     _built: dict[Label, BuiltImage] = field(default_factory=dict)
+    _client: object = None
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, requested: Sequence[Label]) -> list[TargetOutcome]:
+        jobs = {j.label: j for j in plan(requested, self.infos)}
+        try:
+            results = run_parallel(list(jobs), {k: j.after for k, j in jobs.items()},
+                                   lambda label: self._run_job(jobs[label]), self.jobs)
+        finally:
+            if self._client is not None:
+                self._client.close()
+        return [results[label] for label in sorted(results)]
+
+    def client(self):
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
+
+    def _run_job(self, job: Job) -> TargetOutcome:
+        key = self.keys[job.label].key
+        with self.store.lock(key):
+            if job.kind == "write":
+                return self._write(job.label, key)
+            return self._image_or_stage(job.label, key)
+
+    # ------------------------------------------------------------------ images and stages
+
+    def _image_or_stage(self, label: Label, key: str) -> TargetOutcome:
+        info = self.infos[label]
+        t0 = time.monotonic()
+        record = self.store.get(key)
+        if record is not None and self._still_there(info, record):
+            return self._outcome(info, record, cached=True, t0=t0)
+        result = self._solve(label, info)
+        record = ActionRecord(
+            key=key, label=str(label), kind=info.kind,
+            image=info.image.name if info.image else None,
+            manifest_digest=result.manifest_digest if info.image else None,
+            inputs=self.keys[label].doc, created=time.time(),
+        )
+        self.store.put(record, self.workspace.name)
+        return self._outcome(info, record, cached=result.all_cached, t0=t0)
+
+    def _still_there(self, info: TargetInfo, record: ActionRecord) -> bool:
+        """Whether a cached result is usable as is (restoring a renamed image)."""
+        if info.image is None:
+            return True  # a stage lives in BuildKit's cache; nothing to check
+        if not record.manifest_digest:
+            return False
+        if self.engine.image_id(info.image.name) == record.manifest_digest:
+            return True
+        if self.engine.image_id(record.manifest_digest) == record.manifest_digest:
+            self.engine.tag(record.manifest_digest, info.image.name)  # still stored, under another name
+            return True
+        return False
+
+    def _outcome(self, info: TargetInfo, record: ActionRecord, cached: bool, t0: float) -> TargetOutcome:
+        if info.image is not None:
+            self._built[info.label] = BuiltImage(info.label, info.image.name, record.manifest_digest or "", info.image)
+        return TargetOutcome(info.label, info.kind, record.image, record.manifest_digest, cached,
+                             tuple(record.files), time.monotonic() - t0, record.key)
+
+    def _solve(self, label: Label, info: TargetInfo):
+        exports = []
+        if info.image is not None:
+            exports.append(exporters.load_into_docker(info.image.name, info.stage.image_config(),
+                                                      epoch=self.workspace.source_date_epoch))
+        sink = (lambda ev: self.on_event(label, ev)) if self.on_event else None
+        return self.client().solve(
+            SolveRequest(
+                definition=info.stage,
+                exports=tuple(exports),
+                local_dirs=self.local_dirs(),
+                secrets=self.secrets(),
+                shared_key=f"mbuild:{self.workspace.root}",
+            ),
+            on_event=sink,
+        )
 
     def local_dirs(self) -> dict[str, LocalDir]:
         ignore = self.workspace.root / ".dockerignore"
@@ -69,48 +178,30 @@ class Executor:
             return {}
         return {CA_SECRET_ID: SecretSource(CA_SECRET_ID, file=str(self.workspace.ca_bundle))}
 
-    def run(self, requested: Sequence[Label]) -> list[TargetOutcome]:
-        jobs = {j.label: j for j in plan(requested, self.infos)}
-        results = run_parallel(list(jobs), {k: j.after for k, j in jobs.items()},
-                               lambda label: self._run_job(jobs[label]), self.jobs)
-        return [results[label] for label in sorted(results)]
+    # ------------------------------------------------------------------ generated files
 
-    def _run_job(self, job: Job) -> TargetOutcome:
-        if job.kind == "write":
-            return self._write(job.label)
-        return self._solve(job.label)
+    def _output_path(self, rel: str) -> Path:
+        out = Path(self.workspace.output_dir)
+        if not out.is_absolute():
+            out = self.workspace.root / out
+        return out / rel
 
-    def _solve(self, label: Label) -> TargetOutcome:
-        info = self.infos[label]
-        t0 = time.monotonic()
-        exports = []
-        if info.image is not None:
-            exports.append(exporters.load_into_docker(info.image.name, info.stage.image_config(),
-                                                      epoch=self.workspace.source_date_epoch))
-        sink = (lambda ev: self.on_event(label, ev)) if self.on_event else None
-        result = self.client.solve(
-            SolveRequest(
-                definition=info.stage,
-                exports=tuple(exports),
-                local_dirs=self.local_dirs(),
-                secrets=self.secrets(),
-                shared_key=f"mbuild:{self.workspace.root}",
-            ),
-            on_event=sink,
-        )
-        if info.image is not None:
-            self._built[label] = BuiltImage(label, info.image.name, result.manifest_digest or "", info.image)
-        return TargetOutcome(label, info.kind, info.image.name if info.image else None,
-                             result.manifest_digest, result.all_cached, (), time.monotonic() - t0)
-
-    def _write(self, label: Label) -> TargetOutcome:
+    def _write(self, label: Label, key: str) -> TargetOutcome:
         info = self.infos[label]
         t0 = time.monotonic()
         gen = info.generated
-        data = gen.render({dep: self._built[dep] for dep in gen.image_deps})
-        path = Path(self.workspace.output_dir) / gen.path
-        if not path.is_absolute():
-            path = self.workspace.root / path
-        changed = write_atomic(path, data)
+        path = self._output_path(gen.path)
         rel = str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
-        return TargetOutcome(label, info.kind, files=(rel,), cached=not changed, seconds=time.monotonic() - t0)
+        record = self.store.get(key)
+        if record is not None and rel in record.files:
+            data = self.store.read_blob(record.files[rel])
+            if data is not None:
+                write_atomic(path, data)  # no-op when the file is intact
+                return self._outcome(info, record, cached=True, t0=t0)
+        data = gen.render({dep: self._built[dep] for dep in gen.image_deps})
+        write_atomic(path, data)
+        sha = self.store.put_blob_bytes(data)
+        record = ActionRecord(key=key, label=str(label), kind=info.kind, files={rel: sha},
+                              inputs=self.keys[label].doc, created=time.time())
+        self.store.put(record, self.workspace.name)
+        return self._outcome(info, record, cached=False, t0=t0)

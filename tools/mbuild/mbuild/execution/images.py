@@ -1,74 +1,51 @@
 """Base images at the IO edge: their configs and digests, from the engine.
 
 Analysis needs each base image's config (Env, User, WorkingDir, Cmd…) to
-start a stage the way a Dockerfile ``FROM`` does. They are read from the
-Docker engine's image store (where BuildKit also finds them), by the pinned
-digest when WORKSPACE.toml has one.
+start a stage the way a Dockerfile ``FROM`` does, and its digest, which goes
+into action keys and pins the LLB. Both are read from the Docker engine's
+image store, where the engine's BuildKit also finds them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
+from ..analysis.providers import ResolvedBase
 from ..errors import BuildFailure
 from ..loading.workspace import BaseImage
+from .engine import Engine, EngineError
 
 
-def _engine():
-    import docker
-
-    return docker.from_env(timeout=60)
-
-
-def _inspect(client, image: BaseImage) -> Any:
-    import docker.errors
-
+def _find(engine: Engine, image: BaseImage) -> dict | None:
     for ref in ([image.pinned_ref, image.ref] if image.digest else [image.ref]):
-        try:
-            found = client.images.get(ref)
-        except docker.errors.ImageNotFound:
+        found = engine.inspect_image(ref)
+        if found is None:
             continue
-        except docker.errors.APIError:
-            continue
-        if image.digest and image.digest not in _digests(found):
+        digests = {found.get("Id")} | {rd.split("@", 1)[-1] for rd in found.get("RepoDigests") or ()}
+        if image.digest and image.digest not in digests:
             continue
         return found
     return None
 
 
-def _digests(found) -> set[str]:
-    out = {found.id}
-    for rd in found.attrs.get("RepoDigests") or ():
-        out.add(rd.split("@", 1)[-1])
-    return out
-
-
-def base_image_configs(images: Iterable[BaseImage]) -> dict[str, Mapping[str, Any]]:
-    """name -> OCI config section (``Env``, ``Cmd``…) for each base image."""
-    images = list(images)
-    if not images:
-        return {}
-    try:
-        client = _engine()
-    except Exception as e:  # noqa: BLE001
-        raise BuildFailure(f"cannot read base images from the Docker engine: {e}; start it (scripts/env-up)") from None
-    out: dict[str, Mapping[str, Any]] = {}
+def resolve_bases(images: Iterable[BaseImage], engine: Engine | None = None) -> dict[str, ResolvedBase]:
+    """name -> digest and OCI config section, for each base image."""
+    engine = engine or Engine()
+    out: dict[str, ResolvedBase] = {}
     for image in images:
-        found = _inspect(client, image)
+        try:
+            found = _find(engine, image)
+        except EngineError as e:
+            raise BuildFailure(f"cannot read base image {image.name}: {e}; start the engine (scripts/env-up)") from None
         if found is None:
-            what = image.pinned_ref
             raise BuildFailure(
-                f"base image {image.name} ({what}) is not in the Docker engine; load it "
+                f"base image {image.name} ({image.pinned_ref}) is not in the Docker engine; load it "
                 f"(scripts/env-up makes the stand-ins) or fix [images.{image.name}] in WORKSPACE.toml"
             )
-        out[image.name] = dict(found.attrs.get("Config") or {})
+        out[image.name] = ResolvedBase(image.name, image.digest or found["Id"], dict(found.get("Config") or {}))
     return out
 
 
 def resolve_digest(image: BaseImage) -> str:
     """The digest ``image.ref`` points at now (for ``mbuild lock``)."""
-    client = _engine()
-    found = _inspect(client, BaseImage(image.name, image.ref))
-    if found is None:
-        raise BuildFailure(f"base image {image.name}: {image.ref} is not in the Docker engine; load or pull it first")
-    return found.id
+    return resolve_bases([BaseImage(image.name, image.ref)])[image.name].digest

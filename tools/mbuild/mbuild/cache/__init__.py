@@ -1,0 +1,1 @@
+"""Caching: action keys, file digests, the local action store and remote caches."""

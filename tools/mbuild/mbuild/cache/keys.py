@@ -1,0 +1,116 @@
+"""Action keys: the one place that says what a target's output depends on.
+
+A target's key is the sha256 of a canonical JSON document (sorted keys, no
+whitespace) holding:
+
+``schema``
+    The version of this derivation (bumped whenever it changes).
+``rule``, ``rule_version``
+    The rule kind and its implementation version.
+``attrs``
+    The target's attributes except ``name``, ``visibility`` and ``tags``;
+    labels as ``//pkg:name`` strings.
+``llb``
+    The digest of the target's LLB definition, when it has one (marshalled
+    without per-solve uniqueness, so it is the same on every machine). It
+    changes with anything the rule emits, so an implementation change cannot
+    reuse a stale result even if ``rule_version`` was not bumped.
+``config``
+    The image config (Env, User, Cmd…) the stage carries to the exporter.
+``sources``
+    Each workspace file the target reads directly: ``path -> kind:sha256``,
+    where kind is ``f`` (file), ``x`` (executable) or ``l`` (symlink).
+``deps``
+    The keys of the targets it uses (their outputs are in its inputs).
+``bases``
+    Each base image name -> the digest it resolved to.
+``platform``, ``engine``
+    The target platform and output-relevant engine options (exporter,
+    ``SOURCE_DATE_EPOCH``).
+
+Excluded on purpose: absolute paths, mtimes, user names, the checkout
+location and the machine — two checkouts on two machines get equal keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..analysis.providers import TargetInfo
+from ..loading.labels import Label
+from .digests import FileDigest
+
+KEY_SCHEMA = "mbuild-key-v1"
+_IMPLICIT = ("name", "visibility", "tags")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Label):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class KeyInputs:
+    """Everything a key is made of, kept so ``mbuild explain`` can show it."""
+
+    doc: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(canonical(self.doc)).hexdigest()
+
+
+def key_inputs(info: TargetInfo, files: Mapping[str, FileDigest], dep_keys: Mapping[Label, str],
+               base_digests: Mapping[str, str], platform: str, engine: Mapping[str, str]) -> KeyInputs:
+    doc: dict[str, Any] = {
+        "schema": KEY_SCHEMA,
+        "rule": info.kind,
+        "rule_version": info.rule_version,
+        "attrs": {k: _plain(v) for k, v in sorted(info.attrs.items()) if k not in _IMPLICIT},
+        "sources": {path: files[path].key_part() for path in info.sources},
+        "deps": {str(d): dep_keys[d] for d in info.deps},
+        "bases": {b.name: base_digests.get(b.name, b.digest or b.ref) for b in info.bases},
+        "platform": platform,
+        "engine": dict(engine),
+    }
+    if info.stage is not None:
+        doc["llb"] = info.stage.marshal().head_digest
+        doc["config"] = info.stage.image_config()
+    return KeyInputs(doc)
+
+
+def diff_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Human lines naming what changed between two key documents."""
+    lines: list[str] = []
+    for field in sorted(set(old) | set(new)):
+        a, b = old.get(field), new.get(field)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in sorted(set(a) | set(b)):
+                if k not in a:
+                    lines.append(f"{field}: added {k}")
+                elif k not in b:
+                    lines.append(f"{field}: removed {k}")
+                elif a[k] != b[k]:
+                    lines.append(f"{field}: {k} changed ({_short(a[k])} -> {_short(b[k])})")
+        else:
+            lines.append(f"{field}: {_short(a)} -> {_short(b)}")
+    return lines
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
