@@ -46,14 +46,25 @@ def cli(ctx, debug: bool, directory: Path) -> None:
               show_default=True, help="How to show build progress (on stderr).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Targets solved in parallel.")
+@click.option("--affected", is_flag=True, help="Build only the targets of LABELS affected since --since.")
+@click.option("--since", metavar="REV", help="Git revision to compare with (for --affected).")
 @click.pass_context
-def build(ctx, labels, as_json: bool, progress: str, jobs: int) -> None:
+def build(ctx, labels, as_json: bool, progress: str, jobs: int, affected: bool, since: str | None) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
     from .ui.progress import make_display
+    from .workflow import affected as affected_labels
     from .workflow import execute, load, resolve_labels
 
+    if affected != bool(since):
+        raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
     loaded = load(ctx.obj["cwd"], list(labels))
-    targets = resolve_labels(loaded, labels)
+    if affected:
+        targets = affected_labels(loaded, since, labels)
+        if not targets:
+            click.echo(f"mbuild: nothing affected since {since}", err=True)
+            return
+    else:
+        targets = resolve_labels(loaded, labels)
     display = make_display(progress)
     try:
         outcomes = execute(loaded, targets, display, jobs)
@@ -68,6 +79,26 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int) -> None:
             state = "cached" if o.cached else f"{o.seconds:.1f}s"
             digest = f" {o.manifest_digest}" if o.manifest_digest else ""
             click.echo(f"{o.label}: {what}{digest} ({state})", err=True)
+
+
+@cli.command()
+@click.argument("patterns", nargs=-1)
+@click.option("--since", metavar="REV", required=True, help="Git revision to compare the working tree with.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of one label a line.")
+@click.pass_context
+def affected(ctx, patterns, since: str, as_json: bool) -> None:
+    """List targets whose inputs differ since REV (reverse dependencies included)."""
+    from .workflow import affected as affected_labels
+    from .workflow import load
+
+    patterns = list(patterns) or ["//..."]
+    loaded = load(ctx.obj["cwd"], None)
+    labels = affected_labels(loaded, since, patterns)
+    if as_json:
+        click.echo(json.dumps([str(label) for label in labels]))
+    else:
+        for label in labels:
+            click.echo(str(label))
 
 
 @cli.command()

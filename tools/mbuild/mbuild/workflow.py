@@ -128,3 +128,14 @@ def explain_target(loaded: Loaded, target: Label) -> str:
         lines.append(f"changed since the last build (key {last.key[:16]}…):")
         lines.extend(f"  {line}" for line in diff_inputs(last.inputs, inputs.doc))
     return "\n".join(lines) + "\n"
+
+
+def affected(loaded: Loaded, since: str, patterns: Sequence[str] = ("//...",)) -> list[Label]:
+    """Targets matching ``patterns`` whose inputs differ between ``since`` and the working tree."""
+    from .affected import affected_targets
+    from .vcs import changed_files
+
+    universe = resolve_labels(loaded, patterns)
+    infos = analyze(loaded.graph, loaded.workspace, universe, {})  # file inputs only: no engine needed
+    changed = changed_files(loaded.workspace.root, since)
+    return [label for label in affected_targets(loaded.graph, infos, changed) if label in set(universe)]
