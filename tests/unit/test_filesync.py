@@ -336,19 +336,46 @@ def test_round_trip_encoded_metadata_and_includes(tmp_path, serve):
     assert [s.path for s in daemon.stats] == ["sub", "sub/keep", "tea.txt"]
 
 
-def test_large_files_stream_in_chunks_and_interleave_with_stats(tmp_path, serve):
+def test_large_files_stream_in_chunks_and_interleave_with_stats(tmp_path, serve, monkeypatch):
+    import time
+
+    import mbuild.buildkit.filesync as filesync
+
     src = tmp_path / "src"
     src.mkdir()
     (src / "0big").write_bytes(os.urandom(40 * CHUNK_SIZE))
-    for i in range(3000):
+    for i in range(1000):
         (src / f"f{i:04d}").write_text(str(i))
-    channel = serve(FileSyncServicer({"ctx": LocalDir(src)}))
-    daemon = Daemon(channel, [("dir-name", "ctx")]).run()
+    served = threading.Event()
+    real_walk = filesync.walk
+
+    def slow_walk(*args, **kw):
+        # a walk that stalls after two entries until the first file's data went out
+        for n, entry in enumerate(real_walk(*args, **kw)):
+            if n == 1:
+                time.sleep(0.1)  # lets the first partial batch of STATs go
+            if n == 2:
+                served.wait(10)
+            yield entry
+
+    monkeypatch.setattr(filesync, "walk", slow_walk)
+    servicer = FileSyncServicer({"ctx": LocalDir(src)})
+    channel = serve(servicer)
+    daemon = Daemon(channel, [("dir-name", "ctx")])
+    original = daemon.chunks
+
+    class Watch(list):
+        def append(self, n):
+            served.set()
+            super().append(n)
+
+    daemon.chunks = Watch(original)
+    daemon.run()
     assert bytes(daemon.data[0]) == (src / "0big").read_bytes()
     assert max(daemon.chunks) == CHUNK_SIZE
-    assert len(daemon.stats) == 3001
-    # data for the first file started before all stats had been sent
-    assert daemon.stat_ids_at_first_data is not None and daemon.stat_ids_at_first_data < 3001
+    assert len(daemon.stats) == 1001
+    # REQs were answered while the walk was still going
+    assert daemon.stat_ids_at_first_data == 2
 
 
 def test_unknown_dir_is_not_found(tmp_path, serve):

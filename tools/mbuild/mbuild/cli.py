@@ -46,10 +46,12 @@ def cli(ctx, debug: bool, directory: Path) -> None:
               show_default=True, help="How to show build progress (on stderr).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Targets solved in parallel.")
+@click.option("--no-cache", is_flag=True, help="Run every step again: ignore the action cache and BuildKit's cache.")
 @click.option("--affected", is_flag=True, help="Build only the targets of LABELS affected since --since.")
 @click.option("--since", metavar="REV", help="Git revision to compare with (for --affected).")
 @click.pass_context
-def build(ctx, labels, as_json: bool, progress: str, jobs: int, affected: bool, since: str | None) -> None:
+def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, affected: bool,
+          since: str | None) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
     from .ui.progress import make_display
     from .workflow import affected as affected_labels
@@ -67,7 +69,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, affected: bool, 
         targets = resolve_labels(loaded, labels)
     display = make_display(progress)
     try:
-        outcomes = execute(loaded, targets, display, jobs)
+        outcomes = execute(loaded, targets, display, jobs, no_cache=no_cache)
     finally:
         display.close()
     if as_json:

@@ -76,9 +76,14 @@ def analyse(loaded: Loaded, labels: Sequence[Label]) -> Analysed:
 
 def engine_options(workspace: Workspace) -> dict[str, str]:
     """Output-relevant engine options that go into action keys."""
-    options = {"exporter": "moby"}
-    if workspace.source_date_epoch is not None:
-        options["source_date_epoch"] = str(workspace.source_date_epoch)
+    options = {"exporter": "image", "mediatypes": "oci"}
+    # An explicit epoch changes the bytes of every image; the default one (the
+    # last commit's time) is left out, or every commit would rebuild everything.
+    explicit = workspace.source_date_epoch
+    if explicit is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit():
+        explicit = int(os.environ["SOURCE_DATE_EPOCH"])
+    if explicit is not None:
+        options["source_date_epoch"] = str(explicit)
     return options
 
 
@@ -94,7 +99,21 @@ def keys_for(loaded: Loaded, analysed: Analysed, store):
         stat_cache.close()
 
 
-def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int):
+def source_date_epoch(workspace: Workspace) -> int | None:
+    """WORKSPACE.toml's source_date_epoch, else $SOURCE_DATE_EPOCH, else the last commit's time."""
+    from .vcs import last_commit_time
+
+    if workspace.source_date_epoch is not None:
+        return workspace.source_date_epoch
+    env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ConfigError(f"SOURCE_DATE_EPOCH={env!r}: use seconds since 1970 (e.g. $(git log -1 --format=%ct))")
+        return int(env)
+    return last_commit_time(workspace.root)
+
+
+def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False):
     from .buildkit.client import Client
     from .cache.store import LocalStore
     from .execution.build import Executor
@@ -103,7 +122,7 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int):
     store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
     keys = keys_for(loaded, analysed, store)
     executor = Executor(loaded.workspace, lambda: Client.open(loaded.workspace.buildkit), analysed.infos, keys,
-                        store, on_event, jobs)
+                        store, on_event, jobs, epoch=source_date_epoch(loaded.workspace), no_cache=no_cache)
     outcomes = executor.run(targets)
     store.evict()
     return outcomes

@@ -61,6 +61,7 @@ class SolveRequest:
     cache_exports: Sequence[CacheEntry] = ()
     entitlements: Sequence[str] = ()
     shared_key: str = ""  # stable per workspace: lets the daemon reuse synced files
+    no_cache: bool = False  # run every step again, ignoring BuildKit's cache
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,19 @@ def _definition_pb(definition: object, unique: str) -> ops_pb2.Definition:
     return definition.to_pb()  # type: ignore[attr-defined]
 
 
+def _ignoring_cache(pb: ops_pb2.Definition) -> ops_pb2.Definition:
+    """A copy of ``pb`` whose every op ignores the cache (metadata only: digests stay)."""
+    import hashlib
+
+    out = ops_pb2.Definition()
+    out.CopyFrom(pb)
+    for raw in getattr(out, "def"):
+        md = out.metadata["sha256:" + hashlib.sha256(raw).hexdigest()]
+        md.ignore_cache = True
+        md.caps["meta.ignorecache"] = True
+    return out
+
+
 def _op_kinds(pb: ops_pb2.Definition) -> dict[str, str]:
     """digest -> op kind ("exec", "source", "file"…) of every op in ``pb``."""
     import hashlib
@@ -154,6 +168,7 @@ class Client:
         self.connection = connection
         self._control = control_pb2_grpc.ControlStub(connection.channel)
         self._caps: frozenset[str] | None = None
+        self._exporters: frozenset[str] | None = None
 
     @classmethod
     def open(cls, address: Address | str = "docker://", timeout: float | None = None) -> "Client":
@@ -215,6 +230,12 @@ class Client:
 
     def exporters(self) -> frozenset[str]:
         """Exporter types this daemon offers (worker labels tell the image store)."""
+        if self._exporters is not None:
+            return self._exporters
+        self._exporters = self._probe_exporters()
+        return self._exporters
+
+    def _probe_exporters(self) -> frozenset[str]:
         labels = {}
         for w in self.workers():
             labels.update(w.Labels)
@@ -247,6 +268,8 @@ class Client:
 
         with Session(self.connection, services, shared_key=request.shared_key) as session:
             pb = _definition_pb(request.definition, session.id)
+            if request.no_cache:
+                pb = _ignoring_cache(pb)
             solve_req = control_pb2.SolveRequest(Ref=ref, Definition=pb, Session=session.id,
                                                  Entitlements=list(request.entitlements))
             for e in request.exports:

@@ -42,9 +42,30 @@ def _image_attrs(names: str | list[str] | tuple[str, ...] | None, config: Mappin
 
 
 def load_into_docker(name: str | list[str], config: Mapping | None = None,
-                     epoch: int | None = None) -> Export:
-    """Store the image in the Docker engine's image store under ``name``."""
-    return Export("moby", _image_attrs(name, config, epoch))
+                     epoch: int | None = None, containerd_store: bool = True) -> Export:
+    """Store the image in the Docker engine's image store under ``name``.
+
+    With the containerd image store the ``image`` exporter writes straight
+    into the engine's store, and can rewrite every file time to ``epoch``
+    (``rewrite-timestamp``), which makes images reproducible; the engine
+    unpacks on first use. The classic store only has the ``moby`` exporter,
+    where rewriting conflicts with its unpacking, so only the image metadata
+    gets ``epoch`` there.
+
+    OCI media types make the manifest byte-identical to the one the ``oci``
+    exporter writes for the same result, so an image restored from its blobs
+    keeps its digest.
+    """
+    from .llb import normalize_image_ref
+
+    names = [name] if isinstance(name, str) else list(name)
+    if not containerd_store:
+        attrs = _image_attrs(names, config, None, {"oci-mediatypes": "true"})
+        if epoch is not None:
+            attrs["source-date-epoch"] = str(epoch)
+        return Export("moby", attrs)
+    return Export("image", _image_attrs([normalize_image_ref(n) for n in names], config, epoch,
+                                        {"oci-mediatypes": "true", "unpack": "false"}))
 
 
 def oci_tarball(path: str | Path, name: str | None = None, config: Mapping | None = None,

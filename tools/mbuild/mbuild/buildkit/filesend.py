@@ -140,13 +140,19 @@ class FileSendServicer:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         try:
+            total = 0
+            tail = b""
             with os.fdopen(fd, "wb") as f:
                 for raw in requests:
                     data = parse(raw).data
                     f.write(data)
+                    total += len(data)
+                    tail = (tail + data)[-_TAR_EOF_LEN:] if len(data) < _TAR_EOF_LEN else data[-_TAR_EOF_LEN:]
                     self._count(index, len(data))
                 f.flush()
-                if not _ended_cleanly(context):
+                # Every exporter here writes a tar stream, which Go ends with two zero blocks.
+                complete_tar = total % 512 == 0 and tail == _TAR_EOF
+                if not _ended_cleanly(context, _CANCEL_GRACE if complete_tar else _CANCEL_GRACE_LONG):
                     raise _Cancelled()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
@@ -168,10 +174,13 @@ class _Cancelled(Exception):
     pass
 
 
-_CANCEL_GRACE = 0.25  # seconds
+_CANCEL_GRACE = 0.25  # seconds, for a stream that ends like a tar archive
+_CANCEL_GRACE_LONG = 2.0  # for one that does not
+_TAR_EOF_LEN = 1024
+_TAR_EOF = bytes(_TAR_EOF_LEN)
 
 
-def _ended_cleanly(context) -> bool:
+def _ended_cleanly(context, grace: float) -> bool:
     """Whether the request stream ended by a half-close rather than a cancel.
 
     grpcio's request iterator also just stops when the client cancels
@@ -180,7 +189,7 @@ def _ended_cleanly(context) -> bool:
     wait costs little and keeps a truncated tarball from being renamed
     into place.
     """
-    deadline = time.monotonic() + _CANCEL_GRACE
+    deadline = time.monotonic() + grace
     while True:
         if not context.is_active():
             return False

@@ -86,6 +86,8 @@ class Executor:
     store: LocalStore
     on_event: EventSink | None = None
     jobs: int = 4
+    epoch: int | None = None  # SOURCE_DATE_EPOCH for exported images
+    no_cache: bool = False  # ignore the action cache and BuildKit's cache
     engine: Engine = field(default_factory=Engine)
     _built: dict[Label, BuiltImage] = field(default_factory=dict)
     _client: object = None
@@ -119,7 +121,7 @@ class Executor:
     def _image_or_stage(self, label: Label, key: str) -> TargetOutcome:
         info = self.infos[label]
         t0 = time.monotonic()
-        record = self.store.get(key)
+        record = None if self.no_cache else self.store.get(key)
         if record is not None and self._still_there(info, record):
             return self._outcome(info, record, cached=True, t0=t0)
         result = self._solve(label, info)
@@ -154,8 +156,8 @@ class Executor:
     def _solve(self, label: Label, info: TargetInfo):
         exports = []
         if info.image is not None:
-            exports.append(exporters.load_into_docker(info.image.name, info.stage.image_config(),
-                                                      epoch=self.workspace.source_date_epoch))
+            exports.append(exporters.load_into_docker(info.image.name, info.stage.image_config(), epoch=self.epoch,
+                                                      containerd_store="image" in self.client().exporters()))
         sink = (lambda ev: self.on_event(label, ev)) if self.on_event else None
         return self.client().solve(
             SolveRequest(
@@ -164,6 +166,7 @@ class Executor:
                 local_dirs=self.local_dirs(),
                 secrets=self.secrets(),
                 shared_key=f"mbuild:{self.workspace.root}",
+                no_cache=self.no_cache,
             ),
             on_event=sink,
         )
@@ -192,7 +195,7 @@ class Executor:
         gen = info.generated
         path = self._output_path(gen.path)
         rel = str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
-        record = self.store.get(key)
+        record = None if self.no_cache else self.store.get(key)
         if record is not None and rel in record.files:
             data = self.store.read_blob(record.files[rel])
             if data is not None:
