@@ -21,22 +21,25 @@ COMMANDS_WITH_LABELS = ("build",)
 class DefaultToBuild(click.Group):
     """``mbuild //x:y`` is short for ``mbuild build //x:y``."""
 
-    def parse_args(self, ctx, args):
-        first = next((a for a in args if not a.startswith("-")), None)
-        if first is not None and first not in self.commands and (first.startswith(("//", ":")) or "/" in first):
-            index = args.index(first)
-            args = args[:index] + ["build"] + args[index:]
-        return super().parse_args(ctx, args)
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and args[0].startswith(("//", ":")):
+            return "build", self.commands["build"], args
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=DefaultToBuild, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("-C", "--directory", type=click.Path(file_okay=False, path_type=Path), default=".",
               help="Run as if started in this directory.")
+@click.option("--buildkit", "buildkit", metavar="ADDRESS", envvar="MBUILD_BUILDKIT",
+              help="BuildKit address, overriding WORKSPACE.toml (docker://, unix://, tcp://).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MBUILD_CACHE_DIR",
+              help="Local action cache folder, overriding WORKSPACE.toml.")
 @click.pass_context
-def cli(ctx, debug: bool, directory: Path) -> None:
+def cli(ctx, debug: bool, directory: Path, buildkit: str | None, cache_dir: Path | None) -> None:
     """Bazel-style hermetic builds of container images on BuildKit."""
-    ctx.obj = {"debug": debug, "cwd": directory.resolve()}
+    ctx.obj = {"debug": debug, "cwd": directory.resolve(),
+               "overrides": {"buildkit": buildkit, "cache_dir": cache_dir}}
 
 
 @cli.command()
@@ -59,7 +62,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
 
     if affected != bool(since):
         raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
-    loaded = load(ctx.obj["cwd"], list(labels))
+    loaded = load(ctx.obj["cwd"], list(labels), **ctx.obj["overrides"])
     if affected:
         targets = affected_labels(loaded, since, labels)
         if not targets:
@@ -110,7 +113,7 @@ def explain(ctx, label: str) -> None:
     """Show a target's key inputs, and what changed since its last build."""
     from .workflow import explain_target, load, resolve_labels
 
-    loaded = load(ctx.obj["cwd"], [label])
+    loaded = load(ctx.obj["cwd"], [label], **ctx.obj["overrides"])
     (target,) = resolve_labels(loaded, [label])[:1]
     click.echo(explain_target(loaded, target), nl=False)
 
@@ -124,7 +127,7 @@ def clean(ctx, max_size: str | None) -> None:
     from .loading.workspace import find_workspace, load_workspace, parse_size
 
     workspace = load_workspace(find_workspace(ctx.obj["cwd"]))
-    store = LocalStore(workspace.cache.dir)
+    store = LocalStore(ctx.obj["overrides"]["cache_dir"] or workspace.cache.dir)
     if max_size:
         limit = parse_size(max_size)
         if limit is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,10 +28,21 @@ class Loaded:
     current_package: str
 
 
-def load(start: Path, patterns: Sequence[str] | None) -> Loaded:
-    """Find the workspace from ``start`` and load the packages ``patterns`` need."""
+def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = None,
+         cache_dir: Path | None = None) -> Loaded:
+    """Find the workspace from ``start`` and load the packages ``patterns`` need.
+
+    ``buildkit`` and ``cache_dir`` override WORKSPACE.toml (CLI options).
+    """
     root = find_workspace(start)
     workspace = load_workspace(root)
+    if buildkit:
+        from .buildkit.transport import parse_address
+
+        parse_address(buildkit)  # a bad address is a usage error, now
+        workspace = replace(workspace, buildkit=buildkit)
+    if cache_dir:
+        workspace = replace(workspace, cache=replace(workspace.cache, dir=Path(cache_dir).resolve()))
     rel = os.path.relpath(start.resolve(), root)
     current = "" if rel == "." else rel.replace(os.sep, "/")
     skip = [Path(workspace.output_dir).name]
@@ -122,7 +133,7 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
     store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
     keys = keys_for(loaded, analysed, store)
     executor = Executor(loaded.workspace, lambda: Client.open(loaded.workspace.buildkit), analysed.infos, keys,
-                        store, on_event, jobs, epoch=source_date_epoch(loaded.workspace), no_cache=no_cache)
+                        store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace), no_cache=no_cache)
     outcomes = executor.run(targets)
     store.evict()
     return outcomes

@@ -32,6 +32,7 @@ class ResolvedBase:
     name: str
     digest: str
     config: Mapping[str, Any]
+    diff_ids: tuple[str, ...] = ()  # the image's layers, uncompressed digests
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ImageOutput:
     name: str
     container_name: str | None = None
     ports: tuple[str, ...] = ()
-    env_file: str | None = None
+    base: str | None = None  # WORKSPACE.toml image the final stage starts from
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 # Exporter types that stream their output back to the client.
 STREAMED = frozenset({"oci", "docker", "tar", "local"})
@@ -42,7 +42,8 @@ def _image_attrs(names: str | list[str] | tuple[str, ...] | None, config: Mappin
 
 
 def load_into_docker(name: str | list[str], config: Mapping | None = None,
-                     epoch: int | None = None, containerd_store: bool = True) -> Export:
+                     epoch: int | None = None, containerd_store: bool = True,
+                     base_diff_ids: Sequence[str] = ()) -> Export:
     """Store the image in the Docker engine's image store under ``name``.
 
     With the containerd image store the ``image`` exporter writes straight
@@ -55,6 +56,9 @@ def load_into_docker(name: str | list[str], config: Mapping | None = None,
     OCI media types make the manifest byte-identical to the one the ``oci``
     exporter writes for the same result, so an image restored from its blobs
     keeps its digest.
+
+    ``base_diff_ids`` names the base image's layers: rewriting skips them
+    (they are the base's, unchanged), which keeps exports fast.
     """
     from .llb import normalize_image_ref
 
@@ -64,8 +68,11 @@ def load_into_docker(name: str | list[str], config: Mapping | None = None,
         if epoch is not None:
             attrs["source-date-epoch"] = str(epoch)
         return Export("moby", attrs)
-    return Export("image", _image_attrs([normalize_image_ref(n) for n in names], config, epoch,
-                                        {"oci-mediatypes": "true", "unpack": "false"}))
+    extra = {"oci-mediatypes": "true", "unpack": "false"}
+    if base_diff_ids:
+        extra["containerimage.base.config"] = json.dumps(
+            {"rootfs": {"type": "layers", "diff_ids": list(base_diff_ids)}}, separators=(",", ":"))
+    return Export("image", _image_attrs([normalize_image_ref(n) for n in names], config, epoch, extra))
 
 
 def oci_tarball(path: str | Path, name: str | None = None, config: Mapping | None = None,

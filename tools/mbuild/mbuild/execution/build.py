@@ -84,6 +84,7 @@ class Executor:
     infos: Mapping[Label, TargetInfo]
     keys: Mapping[Label, KeyInputs]
     store: LocalStore
+    bases: Mapping[str, ResolvedBase] = field(default_factory=dict)
     on_event: EventSink | None = None
     jobs: int = 4
     epoch: int | None = None  # SOURCE_DATE_EPOCH for exported images
@@ -156,8 +157,11 @@ class Executor:
     def _solve(self, label: Label, info: TargetInfo):
         exports = []
         if info.image is not None:
-            exports.append(exporters.load_into_docker(info.image.name, info.stage.image_config(), epoch=self.epoch,
-                                                      containerd_store="image" in self.client().exporters()))
+            base = self.bases.get(info.image.base) if info.image.base else None
+            exports.append(exporters.load_into_docker(
+                info.image.name, info.stage.image_config(), epoch=self.epoch,
+                containerd_store="image" in self.client().exporters(),
+                base_diff_ids=base.diff_ids if base else ()))
         sink = (lambda ev: self.on_event(label, ev)) if self.on_event else None
         return self.client().solve(
             SolveRequest(

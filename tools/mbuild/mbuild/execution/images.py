@@ -42,7 +42,8 @@ def resolve_bases(images: Iterable[BaseImage], engine: Engine | None = None) -> 
                 f"base image {image.name} ({image.pinned_ref}) is not in the Docker engine; load it "
                 f"(scripts/env-up makes the stand-ins) or fix [images.{image.name}] in WORKSPACE.toml"
             )
-        out[image.name] = ResolvedBase(image.name, image.digest or found["Id"], dict(found.get("Config") or {}))
+        out[image.name] = ResolvedBase(image.name, image.digest or found["Id"], dict(found.get("Config") or {}),
+                                       tuple((found.get("RootFS") or {}).get("Layers") or ()))
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..analysis.rule import Rule
-from . import compose, files, node, python
+from . import compose, container, files, node, python
 
 RULES: Mapping[str, Rule] = {
     r.name: r
@@ -23,6 +23,7 @@ RULES: Mapping[str, Rule] = {
         node.NODE_BUILD,
         node.NODE_IMAGE,
         compose.COMPOSE,
+        container.CONTAINER_IMAGE,
     )
 }
 

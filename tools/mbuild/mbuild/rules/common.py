@@ -20,7 +20,7 @@ IMAGE_ATTRS = {
 }
 
 
-def finish_image(ctx: RuleContext, st, user: str):
+def finish_image(ctx: RuleContext, st, user: str, base: str | None = None):
     """Apply the shared image attributes and return the rule's result."""
     for key, value in ctx.attr("env").items():
         st = st.with_env(key, value)
@@ -40,5 +40,6 @@ def finish_image(ctx: RuleContext, st, user: str):
             name=ctx.attr("image"),
             container_name=ctx.attr("container_name") or None,
             ports=tuple(ctx.attr("publish")),
+            base=base,
         )
     return ctx.result(stage=st, image=image)

@@ -93,7 +93,7 @@ def _node_image(ctx: RuleContext):
     st = st.mkdir(workdir, parents=True).with_workdir(workdir)
     for path in ctx.attr("outputs"):
         st = st.copy(builder, f"{from_dir}/{path}", f"{workdir.rstrip('/')}/{path}", owner=f"{user}:{user}")
-    return finish_image(ctx, st, user)
+    return finish_image(ctx, st, user, base=ctx.attr("base"))
 
 
 NODE_IMAGE = Rule(

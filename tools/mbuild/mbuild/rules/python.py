@@ -85,7 +85,7 @@ def _python_image(ctx: RuleContext):
     if ctx.attr("srcs"):
         st = st.copy(ctx.source(ctx.files_of(ctx.attr("srcs"))), "/", workdir + "/")
     st = st.with_env("PATH", f"{venv}/bin:" + st.get_env("PATH", ""))
-    return finish_image(ctx, st, user)
+    return finish_image(ctx, st, user, base=ctx.attr("base"))
 
 
 PYTHON_IMAGE = Rule(

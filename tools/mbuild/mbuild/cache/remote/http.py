@@ -1,0 +1,428 @@
+"""A Bazel HTTP cache client (``http://`` / ``https://``), stdlib only.
+
+The protocol Bazel's ``--remote_cache=http…`` speaks, which plain WebDAV
+servers (nginx, Apache), bazel-remote and most CI caches serve:
+
+* ``GET``/``PUT <base>/ac/<key>``: the action result for action key *key*,
+  the body a serialized REAPI ``ActionResult`` message;
+* ``GET``/``PUT <base>/cas/<sha256>``: a blob, raw bytes;
+* a missing entry answers 404. ``HEAD <base>/cas/<sha256>`` tells whether a
+  blob is there (and its length, which must be the blob's size).
+
+Uploads are streamed from disk with a ``Content-Length`` and their bytes are
+hashed as they go: if a file turns out not to be the blob named, the
+connection is dropped before the last byte, so the server never completes
+the PUT. Downloads are streamed into a temporary file, verified, then
+renamed into place. Connections are kept alive and pooled (thread-safe).
+
+Time bounds: reaching the server (name resolution and TCP/TLS connect) takes
+at most ``min(2 s, timeout)``; every socket wait at most *timeout*; a whole
+call at most *timeout*, plus, for blob transfers, time in proportion to the
+size (see :func:`.base.transfer_timeout`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Iterable, Iterator, Mapping
+from urllib.parse import quote
+
+from google.protobuf.message import DecodeError
+
+from .base import (
+    CHUNK,
+    MAX_CONNECT_TIMEOUT,
+    BlobRef,
+    BlobSink,
+    CorruptBlob,
+    Deadline,
+    RemoteAddress,
+    RemoteError,
+    RemoteTimeout,
+    SourceMismatch,
+    TlsConfig,
+    basic_auth_header,
+    transfer_timeout,
+    verified_chunks,
+)
+from .proto import remote_execution_pb2 as re_pb2
+
+MAX_ACTION_RESULT_SIZE = 64 << 20  # an AC entry bigger than this is not an ActionResult we wrote
+FIND_MISSING_PARALLELISM = 8
+_POOL_SIZE = 8
+_OK_PUT = (200, 201, 204)
+
+
+def resolve_bounded(host: str, port: int, timeout: float) -> list[tuple]:
+    """``getaddrinfo`` that gives up after *timeout* seconds (the stdlib call
+    cannot be interrupted, so a slow resolver is waited for in a thread)."""
+    try:
+        ipaddress.ip_address(host)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except ValueError:
+        pass
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["ok"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            box["err"] = e
+
+    t = threading.Thread(target=run, name=f"mbuild-resolve-{host}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise RemoteTimeout(f"cannot resolve {host} within {timeout:g} s")
+    if "err" in box:
+        raise RemoteError(f"cannot resolve {host} ({box['err']})")
+    return box["ok"]  # type: ignore[return-value]
+
+
+def _connector(connect_timeout: float, io_timeout: float) -> Callable:
+    """A replacement for ``socket.create_connection`` with a bounded resolve
+    and connect, leaving the socket with the I/O timeout."""
+
+    def create_connection(address, timeout=None, source_address=None, *args, **kwargs):
+        host, port = address
+        deadline = Deadline(connect_timeout)
+        last: Exception | None = None
+        for family, type_, proto, _, sockaddr in resolve_bounded(host, port, connect_timeout):
+            left = deadline.remaining()
+            if left <= 0:
+                break
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.settimeout(left)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+            except OSError as e:
+                sock.close()
+                last = e
+                continue
+            sock.settimeout(io_timeout)
+            return sock
+        if isinstance(last, TimeoutError) or last is None:
+            raise RemoteTimeout(f"cannot connect within {connect_timeout:g} s")
+        raise last
+
+    return create_connection
+
+
+def os_error(e: BaseException, timeout: float) -> RemoteError:
+    """A :class:`RemoteError` with a short reason for a transport failure."""
+    if isinstance(e, RemoteError):
+        return e
+    if isinstance(e, TimeoutError):
+        return RemoteTimeout(f"no answer within {timeout:g} s")
+    if isinstance(e, ConnectionRefusedError):
+        return RemoteError("connection refused")
+    if isinstance(e, http.client.RemoteDisconnected):
+        return RemoteError("the server closed the connection without answering")
+    if isinstance(e, (ConnectionResetError, BrokenPipeError)):
+        return RemoteError("the server dropped the connection")
+    if isinstance(e, ssl.SSLError):
+        return RemoteError(f"TLS failure: {e}")
+    if isinstance(e, http.client.HTTPException):
+        return RemoteError(f"bad HTTP answer ({type(e).__name__}: {e})")
+    return RemoteError(f"{type(e).__name__}: {e}")
+
+
+class _Reply:
+    """A response being read, with the call's deadline applied to each read."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, deadline: Deadline, io: float):
+        self._conn = conn
+        self.resp = resp
+        self.status = resp.status
+        self._deadline = deadline
+        self._io = io
+
+    def header(self, name: str) -> str | None:
+        return self.resp.getheader(name)
+
+    def content_length(self) -> int | None:
+        v = self.header("Content-Length")
+        try:
+            return int(v) if v is not None else None
+        except ValueError:
+            return None
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            left = self._deadline.check()
+            try:
+                if self._conn.sock is not None:
+                    self._conn.sock.settimeout(min(self._io, left))
+                data = self.resp.read(CHUNK)
+            except (OSError, http.client.HTTPException) as e:
+                raise os_error(e, self._deadline.seconds) from None
+            if not data:
+                return
+            yield data
+
+    def read_all(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        n = 0
+        for data in self.chunks():
+            n += len(data)
+            if n > limit:
+                raise RemoteError(f"answer larger than {limit} bytes")
+            parts.append(data)
+        return b"".join(parts)
+
+
+class HttpCache:
+    """A Bazel HTTP cache client; see the module docstring."""
+
+    def __init__(
+        self,
+        addr: RemoteAddress,
+        *,
+        headers: Mapping[str, str] = MappingProxyType({}),
+        tls: TlsConfig | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.name = addr.display()
+        self.addr = addr
+        self.timeout = timeout
+        self.connect_timeout = min(MAX_CONNECT_TIMEOUT, timeout)
+        hdrs: dict[str, str] = {"User-Agent": "mbuild"}
+        if addr.username is not None and not any(k.lower() == "authorization" for k in headers):
+            hdrs["Authorization"] = basic_auth_header(addr.username, addr.password)
+        hdrs.update(headers)
+        self._headers = hdrs
+        self._ssl: ssl.SSLContext | None = None
+        if addr.secure:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_cert) if tls and tls.ca_cert else None)
+            if tls and tls.client_cert:
+                ctx.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+            self._ssl = ctx
+        self._pool: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------ plumbing
+
+    def url_path(self, kind: str, key: str) -> str:
+        """The request path for entry *key* of *kind* (``ac`` or ``cas``)."""
+        return quote(self.addr.path, safe="/") + f"{kind}/{key}"
+
+    def _new_conn(self) -> http.client.HTTPConnection:
+        if self._ssl is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.addr.host, self.addr.port, timeout=self.timeout, context=self._ssl
+            )
+        else:
+            conn = http.client.HTTPConnection(self.addr.host, self.addr.port, timeout=self.timeout)
+        conn._create_connection = _connector(self.connect_timeout, self.timeout)  # type: ignore[attr-defined]
+        return conn
+
+    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop(), True
+        return self._new_conn(), False
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._pool) < _POOL_SIZE:
+                self._pool.append(conn)
+                return
+        conn.close()
+
+    @contextmanager
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        deadline: Deadline,
+        *,
+        body: Callable[[], Iterator[bytes]] | None = None,
+        length: int | None = None,
+        headers: Mapping[str, str] = MappingProxyType({}),
+    ) -> Iterator[_Reply]:
+        """Send one request and yield its reply. The caller reads the body
+        (or not: then the connection is not reused). Transport errors become
+        :class:`RemoteError`; a kept-alive connection the server has since
+        closed is retried once on a fresh one."""
+        for attempt in (0, 1):
+            conn, reused = self._take()
+            try:
+                reply = self._send(conn, method, path, deadline, body, length, headers)
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as e:
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # a kept-alive connection the server closed meanwhile: once more
+                raise os_error(e, deadline.seconds) from None
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                raise os_error(e, deadline.seconds) from None
+            except BaseException:  # SourceMismatch, RemoteTimeout: the request is cut short
+                conn.close()
+                raise
+            reusable = False
+            try:
+                yield reply
+                reusable = reply.resp.isclosed() and not reply.resp.will_close
+            finally:
+                if reusable:
+                    self._give_back(conn)
+                else:
+                    conn.close()
+            return
+
+    def _send(self, conn, method, path, deadline, body, length, headers) -> _Reply:
+        left = deadline.check()
+        if conn.sock is not None:
+            conn.sock.settimeout(min(self.timeout, left))
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in {**self._headers, **headers}.items():
+            conn.putheader(k, v)
+        if length is not None:
+            conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        if body is not None:
+            for data in body():
+                left = deadline.check()
+                conn.sock.settimeout(min(self.timeout, left))
+                conn.send(data)
+        left = deadline.check()
+        conn.sock.settimeout(min(self.timeout, left))
+        resp = conn.getresponse()
+        return _Reply(conn, resp, deadline, self.timeout)
+
+    def _status_error(self, method: str, kind: str, reply: _Reply) -> RemoteError:
+        st = reply.status
+        hint = ""
+        if st in (401, 403):
+            hint = "; check the credentials"
+        return RemoteError(f"HTTP {st} {reply.resp.reason} for {method} /{kind}/…{hint}")
+
+    # ------------------------------------------------------------ action cache
+
+    def get_action_result(self, key_hex: str) -> re_pb2.ActionResult | None:
+        deadline = Deadline(self.timeout)
+        with self._exchange("GET", self.url_path("ac", key_hex), deadline) as reply:
+            if reply.status == 404:
+                reply.read_all(1 << 16)
+                return None
+            if reply.status != 200:
+                raise self._status_error("GET", "ac", reply)
+            data = reply.read_all(MAX_ACTION_RESULT_SIZE)
+        try:
+            return re_pb2.ActionResult.FromString(data)
+        except DecodeError:
+            raise CorruptBlob(f"the action result for key {key_hex[:12]}… does not parse") from None
+
+    def put_action_result(self, key_hex: str, result: re_pb2.ActionResult) -> None:
+        data = result.SerializeToString()
+        deadline = Deadline(self.timeout)
+        with self._exchange(
+            "PUT",
+            self.url_path("ac", key_hex),
+            deadline,
+            body=lambda: iter((data,)),
+            length=len(data),
+            headers={"Content-Type": "application/octet-stream"},
+        ) as reply:
+            reply.read_all(1 << 16)
+            if reply.status not in _OK_PUT:
+                raise self._status_error("PUT", "ac", reply)
+
+    # ------------------------------------------------------------ CAS
+
+    def _has(self, blob: BlobRef) -> bool:
+        deadline = Deadline(self.timeout)
+        with self._exchange("HEAD", self.url_path("cas", blob.hash), deadline) as reply:
+            reply.read_all(0)
+            if reply.status == 404:
+                return False
+            if reply.status != 200:
+                raise self._status_error("HEAD", "cas", reply)
+            n = reply.content_length()
+            # A stored length that is not the blob's size is a broken entry:
+            # report it missing so that it is uploaded again.
+            return n is None or n == blob.size
+
+    def find_missing(self, blobs: Iterable[BlobRef]) -> set[BlobRef]:
+        wanted = list(dict.fromkeys(blobs))
+        if len(wanted) <= 1:
+            return {b for b in wanted if not self._has(b)}
+        with ThreadPoolExecutor(max_workers=min(FIND_MISSING_PARALLELISM, len(wanted))) as ex:
+            present = list(ex.map(self._has, wanted))
+        return {b for b, p in zip(wanted, present) if not p}
+
+    def put_blob(self, blob: BlobRef, source: bytes | Path) -> None:
+        deadline = Deadline(transfer_timeout(self.timeout, blob.size))
+
+        def body() -> Iterator[bytes]:
+            return (data for data, _ in verified_chunks(blob, source))
+
+        with self._exchange(
+            "PUT",
+            self.url_path("cas", blob.hash),
+            deadline,
+            body=body,
+            length=blob.size,
+            headers={"Content-Type": "application/octet-stream"},
+        ) as reply:
+            reply.read_all(1 << 16)
+            if reply.status not in _OK_PUT:
+                raise self._status_error("PUT", "cas", reply)
+
+    def put_blobs(self, items: Iterable[tuple[BlobRef, bytes | Path]]) -> None:
+        for blob, source in dict(items).items():
+            self.put_blob(blob, source)
+
+    def get_blob(self, blob: BlobRef, dest: Path) -> bool:
+        deadline = Deadline(transfer_timeout(self.timeout, blob.size))
+        with self._exchange("GET", self.url_path("cas", blob.hash), deadline) as reply:
+            if reply.status == 404:
+                reply.read_all(1 << 16)
+                return False
+            if reply.status != 200:
+                raise self._status_error("GET", "cas", reply)
+            n = reply.content_length()
+            if n is not None and n != blob.size:
+                raise CorruptBlob(f"blob {blob.hash[:12]}…/{blob.size} is stored with {n} bytes", blob)
+            with BlobSink(blob, Path(dest)) as sink:
+                for data in reply.chunks():
+                    sink.write(data)
+                sink.commit()
+        return True
+
+    def get_blobs(self, items: Iterable[tuple[BlobRef, Path]]) -> dict[BlobRef, bool]:
+        found: dict[BlobRef, bool] = {}
+        corrupt: CorruptBlob | None = None
+        for blob, dest in items:
+            try:
+                found[blob] = self.get_blob(blob, dest)
+            except CorruptBlob as e:
+                found[blob] = False
+                corrupt = corrupt or e
+        if corrupt is not None:
+            raise CorruptBlob(corrupt.reason, corrupt.blob, found=found)
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, []
+        for conn in pool:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"HttpCache({self.name!r})"
+
+
+__all__ = ["HttpCache", "resolve_bounded"]
