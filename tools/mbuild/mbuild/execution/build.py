@@ -50,6 +50,7 @@ class TargetOutcome:
     files: tuple[str, ...] = ()
     seconds: float = 0.0
     key: str = ""
+    source: str = "solve"  # where the result came from: solve, local-cache, remote-cache
 
     def to_json(self) -> dict:
         return {
@@ -61,6 +62,7 @@ class TargetOutcome:
             "files": list(self.files),
             "seconds": round(self.seconds, 3),
             "key": self.key,
+            "source": self.source,
         }
 
 
@@ -124,7 +126,7 @@ class Executor:
         t0 = time.monotonic()
         record = None if self.no_cache else self.store.get(key)
         if record is not None and self._still_there(info, record):
-            return self._outcome(info, record, cached=True, t0=t0)
+            return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
         result = self._solve(label, info)
         record = ActionRecord(
             key=key, label=str(label), kind=info.kind,
@@ -148,11 +150,12 @@ class Executor:
             return True
         return False
 
-    def _outcome(self, info: TargetInfo, record: ActionRecord, cached: bool, t0: float) -> TargetOutcome:
+    def _outcome(self, info: TargetInfo, record: ActionRecord, cached: bool, t0: float,
+                 source: str = "solve") -> TargetOutcome:
         if info.image is not None:
             self._built[info.label] = BuiltImage(info.label, info.image.name, record.manifest_digest or "", info.image)
         return TargetOutcome(info.label, info.kind, record.image, record.manifest_digest, cached,
-                             tuple(record.files), time.monotonic() - t0, record.key)
+                             tuple(record.files), time.monotonic() - t0, record.key, source)
 
     def _solve(self, label: Label, info: TargetInfo):
         exports = []
@@ -204,11 +207,11 @@ class Executor:
             data = self.store.read_blob(record.files[rel])
             if data is not None:
                 write_atomic(path, data)  # no-op when the file is intact
-                return self._outcome(info, record, cached=True, t0=t0)
+                return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
         data = gen.render({dep: self._built[dep] for dep in gen.image_deps})
         write_atomic(path, data)
         sha = self.store.put_blob_bytes(data)
         record = ActionRecord(key=key, label=str(label), kind=info.kind, files={rel: sha},
                               inputs=self.keys[label].doc, created=time.time())
         self.store.put(record, self.workspace.name)
-        return self._outcome(info, record, cached=False, t0=t0)
+        return self._outcome(info, record, cached=False, t0=t0, source="render")

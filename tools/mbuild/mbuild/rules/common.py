@@ -36,6 +36,12 @@ def finish_image(ctx: RuleContext, st, user: str, base: str | None = None):
         st = st.with_cmd(list(ctx.attr("cmd")))
     image = None
     if ctx.attr("image"):
+        from ..buildkit.llb import normalize_image_ref
+
+        try:
+            normalize_image_ref(ctx.attr("image"))
+        except ValueError as e:
+            raise ctx.error(f"attribute 'image': {e}; use a name like my-app:latest") from None
         image = ImageOutput(
             name=ctx.attr("image"),
             container_name=ctx.attr("container_name") or None,

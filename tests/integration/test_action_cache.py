@@ -1,0 +1,163 @@
+"""The action cache on the real engine: keys, no-op builds, concurrency,
+corruption, restoring deleted images, affected targets, reproducible images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from ..conftest import docker_run
+from .workspaces import git, make_workspace, remove_images
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def ws(tmp_path, docker_sdk, run_id):
+    import hashlib
+
+    suffix = f"{run_id}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
+    workspace = make_workspace(tmp_path / "ws", tmp_path / "cache", suffix)
+    yield workspace
+    remove_images(docker_sdk, workspace)
+
+
+def keys_of(ws, root: Path) -> dict[str, str]:
+    out = {}
+    for label in ("//images:app", "//images:tool", "//images:compose"):
+        first = ws.mbuild("explain", label, cwd=root).stdout.splitlines()[0]
+        out[label] = first.split(" key ")[1]
+    return out
+
+
+def test_keys_are_equal_in_two_checkouts_in_different_folders(ws, tmp_path):
+    other = tmp_path / "elsewhere" / "deeper" / "clone"
+    subprocess.run(["git", "clone", "-q", str(ws.root), str(other)], check=True)
+    assert keys_of(ws, ws.root) == keys_of(ws, other)
+    (other / "lib" / "greeting.txt").write_text("changed\n")
+    changed = keys_of(ws, other)
+    original = keys_of(ws, ws.root)
+    assert changed["//images:app"] != original["//images:app"]
+    assert changed["//images:tool"] == original["//images:tool"]
+    assert changed["//images:compose"] != original["//images:compose"]
+
+
+def test_noop_build_answers_from_the_cache_without_any_solve(ws):
+    first = ws.build_json("//images:compose")
+    assert first["//images:app"]["source"] == "solve"
+    # A BuildKit address that cannot answer proves no solve is even attempted.
+    again = json_lines(ws.mbuild("--buildkit", "unix:///nonexistent/buildkitd.sock", "build", "--json",
+                                 "//images:compose").stdout)
+    assert {r["label"]: (r["cached"], r["source"]) for r in again.values()} == {
+        "//images:app": (True, "local-cache"),
+        "//images:tool": (True, "local-cache"),
+        "//images:compose": (True, "local-cache"),
+    }
+    assert again["//images:app"]["manifest_digest"] == first["//images:app"]["manifest_digest"]
+    compose = (ws.root / "mbuild-out/images/docker-compose.yml").read_text()
+    assert first["//images:app"]["manifest_digest"] in compose
+
+
+def json_lines(text: str) -> dict[str, dict]:
+    return {r["label"]: r for r in map(json.loads, text.splitlines())}
+
+
+def test_a_change_rebuilds_only_what_it_affects_and_explain_names_it(ws):
+    ws.build_json("//images:app", "//images:tool")
+    (ws.root / "lib" / "greeting.txt").write_text("bonjour\n")
+    explained = ws.mbuild("explain", "//images:app").stdout
+    assert "changed since the last build" in explained
+    assert "sources: lib/greeting.txt changed" in explained
+    again = ws.build_json("//images:app", "//images:tool")
+    assert again["//images:app"]["source"] == "solve"
+    assert again["//images:tool"]["source"] == "local-cache"
+    out = docker_run(ws.names["app"])
+    assert out.stdout.strip() == "bonjour"
+
+
+def test_deleted_image_is_restored_never_reported_present(ws, docker_sdk):
+    first = ws.build_json("//images:app")
+    docker_sdk.images.remove(ws.names["app"], force=True)
+    again = ws.build_json("//images:app")
+    assert again["//images:app"]["source"] == "solve"
+    assert docker_sdk.images.get(ws.names["app"]).id == again["//images:app"]["manifest_digest"]
+    assert docker_run(ws.names["app"]).stdout.strip() == "hello"
+    del first
+
+
+def test_retagged_image_is_found_by_digest_without_a_solve(ws, docker_sdk):
+    first = ws.build_json("//images:app")
+    digest = first["//images:app"]["manifest_digest"]
+    image = docker_sdk.images.get(ws.names["app"])
+    keep = f"mbuild-test-keep-{digest[7:19]}:x"
+    image.tag(keep)
+    try:
+        docker_sdk.images.remove(ws.names["app"])
+        again = ws.build_json("//images:app")
+        assert again["//images:app"]["source"] == "local-cache"
+        assert docker_sdk.images.get(ws.names["app"]).id == digest
+    finally:
+        docker_sdk.images.remove(keep, force=True)
+
+
+def test_corrupt_or_truncated_entries_are_misses_not_errors(ws):
+    first = ws.build_json("//images:app")
+    entries = list((ws.cache / "ac").rglob("*.json"))
+    assert entries
+    for i, entry in enumerate(entries):
+        data = entry.read_bytes()
+        entry.write_bytes(data[: len(data) // 2] if i % 2 == 0 else data.replace(b'"kind"', b'"kinx"'))
+    again = ws.build_json("//images:app")
+    assert again["//images:app"]["source"] == "solve"
+    assert again["//images:app"]["manifest_digest"] == first["//images:app"]["manifest_digest"]
+    third = ws.build_json("//images:app")
+    assert third["//images:app"]["source"] == "local-cache"
+
+
+def test_two_processes_building_the_same_target_build_it_once(ws):
+    results: list = [None, None]
+
+    def run(i: int) -> None:
+        results[i] = ws.mbuild("build", "--json", "//images:app", check=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr[-2000:] for r in results]
+    records = [json_lines(r.stdout)["//images:app"] for r in results]
+    assert sorted(r["source"] for r in records) == ["local-cache", "solve"]
+    assert records[0]["manifest_digest"] == records[1]["manifest_digest"]
+
+
+def test_affected_follows_real_git_history(ws):
+    assert ws.mbuild("affected", "--since", "HEAD").stdout == ""
+    (ws.root / "lib" / "greeting.txt").write_text("changed\n")
+    assert ws.mbuild("affected", "--since", "HEAD").stdout.split() == [
+        "//images:app", "//images:compose", "//lib:lib"]
+    git(ws.root, "commit", "-qam", "change lib")
+    (ws.root / "tool" / "tool.sh").write_text("#!/bin/sh\necho tool 2\n")
+    git(ws.root, "commit", "-qam", "change tool")
+    assert json.loads(ws.mbuild("affected", "--since", "HEAD~1", "--json").stdout) == [
+        "//images:compose", "//images:tool", "//tool:srcs"]
+    assert ws.mbuild("affected", "--since", "HEAD~2").stdout.split() == [
+        "//images:app", "//images:compose", "//images:tool", "//lib:lib", "//tool:srcs"]
+    built = ws.build_json("--affected", "--since", "HEAD~1", "//...")
+    assert set(built) == {"//images:compose", "//images:tool", "//images:app"}  # compose needs both images
+    bad = ws.mbuild("affected", "--since", "no-such-rev", check=False)
+    assert bad.returncode == 2 and "no-such-rev" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_reproducible_images_from_empty_caches(ws, tmp_path):
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    first = ws.build_json("--no-cache", "//images:app", env=env)["//images:app"]
+    shutil.rmtree(ws.cache)
+    second = ws.build_json("--no-cache", "//images:app", env=env)["//images:app"]
+    assert first["source"] == second["source"] == "solve"
+    assert first["manifest_digest"] == second["manifest_digest"]
