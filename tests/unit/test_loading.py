@@ -143,7 +143,7 @@ def test_workspace_defaults(tmp_path: Path) -> None:
     assert ws.output_dir == tmp_path / "mbuild-out"
     assert ws.cache.dir == Path("~/.cache/mbuild").expanduser()
     assert ws.cache.max_size == 10 * 1000**3
-    assert ws.cache.remote is None and ws.cache.remote_upload is True
+    assert ws.cache.remote is None and ws.cache.remote_upload is False  # read-only unless asked (CI: --remote-upload)
     assert ws.cache.remote_headers == {}
     assert ws.ca_bundle is None and ws.source_date_epoch is None
     assert ws.images == {} and ws.registry_mirrors == {}

@@ -50,11 +50,16 @@ def cli(ctx, debug: bool, directory: Path, buildkit: str | None, cache_dir: Path
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Targets solved in parallel.")
 @click.option("--no-cache", is_flag=True, help="Run every step again: ignore the action cache and BuildKit's cache.")
+@click.option("--remote", "remote_url", metavar="URL", envvar="MBUILD_REMOTE_CACHE",
+              help="Remote cache (grpc[s]://host:port[/instance] for REAPI, http[s]://host/prefix for the "
+                   "Bazel HTTP protocol), overriding WORKSPACE.toml.")
+@click.option("--remote-upload/--no-remote-upload", default=None,
+              help="Upload results to the remote cache (CI); laptops read only by default.")
 @click.option("--affected", is_flag=True, help="Build only the targets of LABELS affected since --since.")
 @click.option("--since", metavar="REV", help="Git revision to compare with (for --affected).")
 @click.pass_context
-def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, affected: bool,
-          since: str | None) -> None:
+def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, remote_url: str | None,
+          remote_upload: bool | None, affected: bool, since: str | None) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
     from .ui.progress import make_display
     from .workflow import affected as affected_labels
@@ -72,7 +77,8 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
         targets = resolve_labels(loaded, labels)
     display = make_display(progress)
     try:
-        outcomes = execute(loaded, targets, display, jobs, no_cache=no_cache)
+        outcomes = execute(loaded, targets, display, jobs, no_cache=no_cache, remote_url=remote_url,
+                           remote_upload=remote_upload)
     finally:
         display.close()
     if as_json:

@@ -124,7 +124,29 @@ def source_date_epoch(workspace: Workspace) -> int | None:
     return last_commit_time(workspace.root)
 
 
-def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False):
+def open_remote(workspace: Workspace, store, url: str | None, upload: bool | None):
+    """The remote cache of WORKSPACE.toml (or ``url``), wrapped so failures are misses."""
+    from .cache.remote import open_safe_remote
+    from .execution.engine import Engine
+    from .execution.remote import RemoteActions
+
+    url = url or workspace.cache.remote
+    if not url:
+        return None
+
+    def warn(message: str) -> None:
+        print(message if message.startswith("mbuild:") else f"mbuild: warning: {message}", file=sys.stderr)
+
+    try:
+        remote = open_safe_remote(url, warn=warn, instance_name=workspace.cache.remote_instance,
+                                  headers=dict(workspace.cache.remote_headers))
+    except ValueError as e:
+        raise ConfigError(f"remote cache {url!r}: {e}; use grpc://host:port, grpcs://…, http://host:port/…") from None
+    return RemoteActions(remote, store, Engine(), workspace.cache.remote_upload if upload is None else upload)
+
+
+def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False,
+            remote_url: str | None = None, remote_upload: bool | None = None):
     from .buildkit.client import Client
     from .cache.store import LocalStore
     from .execution.build import Executor
@@ -132,9 +154,15 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
     analysed = analyse(loaded, targets)
     store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
     keys = keys_for(loaded, analysed, store)
+    remote = open_remote(loaded.workspace, store, remote_url, remote_upload)
     executor = Executor(loaded.workspace, lambda: Client.open(loaded.workspace.buildkit), analysed.infos, keys,
-                        store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace), no_cache=no_cache)
-    outcomes = executor.run(targets)
+                        store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace),
+                        no_cache=no_cache, remote=remote)
+    try:
+        outcomes = executor.run(targets)
+    finally:
+        if remote is not None:
+            remote.remote.close()
     store.evict()
     return outcomes
 

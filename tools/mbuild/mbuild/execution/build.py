@@ -14,6 +14,7 @@ For each job, in dependency order and in parallel where independent:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ from ..buildkit.filesync import LocalDir
 from ..buildkit.secrets import SecretSource
 from ..cache.digests import StatCache
 from ..cache.keys import KeyInputs, key_inputs
+from ..cache.oci import ingest_archive
 from ..cache.store import ActionRecord, LocalStore
 from ..loading.labels import Label
 from ..loading.workspace import Workspace
 from .engine import Engine
 from .outputs import write_atomic
+from .remote import RemoteActions, restore_image
 from .plan import Job, plan
 from .scheduler import run_parallel
 
@@ -92,6 +95,7 @@ class Executor:
     epoch: int | None = None  # SOURCE_DATE_EPOCH for exported images
     no_cache: bool = False  # ignore the action cache and BuildKit's cache
     engine: Engine = field(default_factory=Engine)
+    remote: RemoteActions | None = None
     _built: dict[Label, BuiltImage] = field(default_factory=dict)
     _client: object = None
 
@@ -124,18 +128,36 @@ class Executor:
     def _image_or_stage(self, label: Label, key: str) -> TargetOutcome:
         info = self.infos[label]
         t0 = time.monotonic()
-        record = None if self.no_cache else self.store.get(key)
-        if record is not None and self._still_there(info, record):
-            return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
-        result = self._solve(label, info)
+        if not self.no_cache:
+            record = self.store.get(key)
+            if record is not None and self._usable(info, record):
+                return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
+            record = self.remote.fetch(key) if self.remote else None
+            if record is not None and self._usable(info, record):
+                self.store.put(record, self.workspace.name)
+                return self._outcome(info, record, cached=True, t0=t0, source="remote-cache")
+        keep_blobs = info.image is not None and self.remote is not None and self.remote.upload
+        with tempfile.TemporaryDirectory(prefix="mbuild-export-") as tmp:
+            archive = Path(tmp) / "image.tar" if keep_blobs else None
+            result = self._solve(label, info, archive)
+            blobs: tuple = ()
+            if archive is not None:
+                digest, found = ingest_archive(self.store, archive)
+                blobs = tuple(found) if digest == result.manifest_digest else ()
         record = ActionRecord(
             key=key, label=str(label), kind=info.kind,
             image=info.image.name if info.image else None,
             manifest_digest=result.manifest_digest if info.image else None,
-            inputs=self.keys[label].doc, created=time.time(),
+            blobs=blobs, inputs=self.keys[label].doc, created=time.time(),
         )
         self.store.put(record, self.workspace.name)
+        if self.remote is not None:
+            self.remote.publish(record)
         return self._outcome(info, record, cached=result.all_cached, t0=t0)
+
+    def _usable(self, info: TargetInfo, record: ActionRecord) -> bool:
+        """Whether a cached result stands: its image is in the engine, or restored into it."""
+        return self._still_there(info, record) or restore_image(self.store, self.engine, record)
 
     def _still_there(self, info: TargetInfo, record: ActionRecord) -> bool:
         """Whether a cached result is usable as is (restoring a renamed image)."""
@@ -157,14 +179,18 @@ class Executor:
         return TargetOutcome(info.label, info.kind, record.image, record.manifest_digest, cached,
                              tuple(record.files), time.monotonic() - t0, record.key, source)
 
-    def _solve(self, label: Label, info: TargetInfo):
+    def _solve(self, label: Label, info: TargetInfo, archive: Path | None = None):
         exports = []
         if info.image is not None:
             base = self.bases.get(info.image.base) if info.image.base else None
-            exports.append(exporters.load_into_docker(
+            load = exporters.load_into_docker(
                 info.image.name, info.stage.image_config(), epoch=self.epoch,
                 containerd_store="image" in self.client().exporters(),
-                base_diff_ids=base.diff_ids if base else ()))
+                base_diff_ids=base.diff_ids if base else ())
+            exports.append(load)
+            if archive is not None:  # the same image as OCI blobs, for the caches
+                attrs = {k: v for k, v in load.attrs.items() if k not in ("name", "unpack")}
+                exports.append(exporters.Export("oci", attrs, archive))
         sink = (lambda ev: self.on_event(label, ev)) if self.on_event else None
         return self.client().solve(
             SolveRequest(
@@ -202,16 +228,25 @@ class Executor:
         gen = info.generated
         path = self._output_path(gen.path)
         rel = str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
-        record = None if self.no_cache else self.store.get(key)
-        if record is not None and rel in record.files:
-            data = self.store.read_blob(record.files[rel])
+        for source in ("local-cache", "remote-cache"):
+            if self.no_cache:
+                break
+            if source == "local-cache":
+                record = self.store.get(key)
+            else:
+                record = self.remote.fetch(key) if self.remote else None
+            data = self.store.read_blob(record.files[rel]) if record is not None and rel in record.files else None
             if data is not None:
                 write_atomic(path, data)  # no-op when the file is intact
-                return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
+                if source == "remote-cache":
+                    self.store.put(record, self.workspace.name)
+                return self._outcome(info, record, cached=True, t0=t0, source=source)
         data = gen.render({dep: self._built[dep] for dep in gen.image_deps})
         write_atomic(path, data)
         sha = self.store.put_blob_bytes(data)
         record = ActionRecord(key=key, label=str(label), kind=info.kind, files={rel: sha},
                               inputs=self.keys[label].doc, created=time.time())
         self.store.put(record, self.workspace.name)
+        if self.remote is not None:
+            self.remote.publish(record)
         return self._outcome(info, record, cached=False, t0=t0, source="render")

@@ -37,7 +37,7 @@ Every key is optional; unknown keys are errors (so typos are caught)::
     dir = "~/.cache/mbuild"        # default; relative paths are from the root
     max_size = "10GB"              # default; B, KB/MB/GB/TB (1000s) or KiB/MiB/GiB/TiB
     remote = "grpcs://cache.example.com"   # optional remote cache URL
-    remote_upload = true           # default true: upload local results to `remote`
+    remote_upload = false          # default false (read-only, for laptops); CI passes --remote-upload
     remote_instance = ""           # optional instance name sent to `remote`
     remote_headers = { "Authorization" = "Bearer ..." }   # optional extra headers
 
@@ -103,7 +103,7 @@ class CacheSettings:
     dir: Path
     max_size: int  # bytes
     remote: str | None = None
-    remote_upload: bool = True
+    remote_upload: bool = False
     remote_instance: str = ""
     remote_headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -357,7 +357,7 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
         dir=(r.root / Path(dir_text).expanduser()).resolve(),
         max_size=size,
         remote=remote or None,
-        remote_upload=r.get(t, cache, "remote_upload", bool, "true or false", True),
+        remote_upload=r.get(t, cache, "remote_upload", bool, "true or false", False),
         remote_instance=r.get(t, cache, "remote_instance", str, "a string", ""),
         remote_headers=dict(headers),
     )

@@ -47,7 +47,6 @@ from .base import (
     RemoteAddress,
     RemoteError,
     RemoteTimeout,
-    SourceMismatch,
     TlsConfig,
     basic_auth_header,
     transfer_timeout,
@@ -130,8 +129,10 @@ def os_error(e: BaseException, timeout: float) -> RemoteError:
         return RemoteError("the server closed the connection without answering")
     if isinstance(e, (ConnectionResetError, BrokenPipeError)):
         return RemoteError("the server dropped the connection")
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return RemoteError(f"TLS failure: the server's certificate is not trusted ({e.verify_message}); check the CA certificate")
     if isinstance(e, ssl.SSLError):
-        return RemoteError(f"TLS failure: {e}")
+        return RemoteError(f"TLS failure: {e.reason or e}")
     if isinstance(e, http.client.HTTPException):
         return RemoteError(f"bad HTTP answer ({type(e).__name__}: {e})")
     return RemoteError(f"{type(e).__name__}: {e}")

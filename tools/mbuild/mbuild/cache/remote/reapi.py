@@ -23,13 +23,15 @@ it.
 
 from __future__ import annotations
 
+import random
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 
@@ -39,6 +41,7 @@ from .base import (
     BlobRef,
     BlobSink,
     CorruptBlob,
+    Deadline,
     RemoteAddress,
     RemoteError,
     RemoteTimeout,
@@ -66,6 +69,11 @@ _SHA256 = re_pb2.DigestFunction.SHA256
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 _NOT_FOUND = 5  # google.rpc.Code
+# Answers that mean "not now": BuildGrid, for one, answers RESOURCE_EXHAUSTED
+# ("Concurrent RPC limit exceeded") when more calls are in flight than its
+# thread pool takes. Retried with backoff within the call's deadline.
+RETRY_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -143,8 +151,11 @@ def _short(details: str | None) -> str:
         return "connection refused"
     if "dns resolution failed" in low or "name or service not known" in low:
         return "cannot resolve the host"
-    if "ssl" in low or "handshake" in low or "certificate" in low:
-        return f"TLS failure: {d[:160]}"
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return "TLS failure: the server's certificate is not trusted; check the CA certificate"
+    if "ssl" in low or "handshake" in low or "certificate" in low or "tls" in low:
+        m = re.search(r"(?:OPENSSL_internal|SSL routines):([A-Z_]+)", d)
+        return f"TLS failure: {m.group(1).lower().replace('_', ' ')}" if m else f"TLS failure: {d[-120:]}"
     return d[:200] or "no details"
 
 
@@ -231,8 +242,11 @@ class ReapiCache:
                 return self._info
             req = re_pb2.GetCapabilitiesRequest(instance_name=self.instance_name)
             try:
-                caps = self._caps_stub.GetCapabilities(
-                    req, timeout=self.connect_timeout, metadata=self._metadata, wait_for_ready=False
+                caps = self._retrying(
+                    lambda t: self._caps_stub.GetCapabilities(
+                        req, timeout=t, metadata=self._metadata, wait_for_ready=False
+                    ),
+                    self.connect_timeout,
                 )
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
@@ -258,10 +272,27 @@ class ReapiCache:
     def _batch_limit(self) -> int:
         return batch_limit(self.server_info().max_batch_total_size_bytes)
 
+    @staticmethod
+    def _retrying(attempt: Callable[[float], T], timeout: float) -> T:
+        """Run ``attempt(seconds_left)`` until it succeeds, fails for good, or
+        the deadline passes; :data:`RETRY_CODES` are retried with jittered
+        exponential backoff. Raises the last ``grpc.RpcError``."""
+        deadline = Deadline(timeout)
+        delay = 0.02
+        while True:
+            try:
+                return attempt(max(deadline.remaining(), 0.001))
+            except grpc.RpcError as e:
+                pause = delay * (0.5 + random.random())
+                if e.code() not in RETRY_CODES or deadline.remaining() <= pause + 0.01:
+                    raise
+                time.sleep(pause)
+                delay = min(delay * 2, 0.5)
+
     def _call(self, method, request, timeout: float | None = None):
         t = timeout or self.timeout
         try:
-            return method(request, timeout=t, metadata=self._metadata)
+            return self._retrying(lambda left: method(request, timeout=left, metadata=self._metadata), t)
         except grpc.RpcError as e:
             raise rpc_error(e, t) from None
 
@@ -274,7 +305,9 @@ class ReapiCache:
             instance_name=self.instance_name, action_digest=digest, digest_function=_SHA256
         )
         try:
-            return self._ac.GetActionResult(req, timeout=self.timeout, metadata=self._metadata)
+            return self._retrying(
+                lambda t: self._ac.GetActionResult(req, timeout=t, metadata=self._metadata), self.timeout
+            )
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -288,7 +321,9 @@ class ReapiCache:
             instance_name=self.instance_name, action_digest=digest, action_result=result, digest_function=_SHA256
         )
         try:
-            self._ac.UpdateActionResult(req, timeout=self.timeout, metadata=self._metadata)
+            self._retrying(
+                lambda t: self._ac.UpdateActionResult(req, timeout=t, metadata=self._metadata), self.timeout
+            )
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED):
                 raise UpdatesDisabled(f"{e.code().name.lower()}: {_short(e.details())}") from None
@@ -321,7 +356,9 @@ class ReapiCache:
         self.put_blobs([(blob, source)])
 
     def put_blobs(self, items: Iterable[tuple[BlobRef, bytes | Path]]) -> None:
-        """Upload several blobs: small ones together in batches, big ones streamed."""
+        """Upload several blobs: small ones together in batches, big ones
+        streamed. Blobs over the server's ``max_cas_blob_size_bytes`` are
+        skipped (the server would refuse them)."""
         sources: dict[BlobRef, bytes | Path] = {}
         for blob, source in items:
             sources.setdefault(blob, source)
@@ -330,6 +367,10 @@ class ReapiCache:
                 pass
         if not sources:
             return
+        cap = self.server_info().max_cas_blob_size_bytes
+        if cap > 0:  # the server would refuse these: a cache may simply not hold them
+            for blob in [b for b in sources if b.size > cap]:
+                del sources[blob]
         batches, streamed = plan_batches(list(sources), self._batch_limit())
         for batch in batches:
             self._batch_update(batch, sources)
@@ -369,7 +410,7 @@ class ReapiCache:
 
         t = transfer_timeout(self.timeout, blob.size)
         try:
-            resp = self._bs.Write(requests(), timeout=t, metadata=self._metadata)
+            resp = self._retrying(lambda left: self._bs.Write(requests(), timeout=left, metadata=self._metadata), t)
         except grpc.RpcError as e:
             if problem:
                 raise problem[0] from None
@@ -445,18 +486,23 @@ class ReapiCache:
         t = transfer_timeout(self.timeout, blob.size)
         req = bs_pb2.ReadRequest(resource_name=read_resource_name(self.instance_name, blob))
         first, *others = dests
-        call = self._bs.Read(req, timeout=t, metadata=self._metadata)
+
+        def attempt(left: float) -> None:
+            call = self._bs.Read(req, timeout=left, metadata=self._metadata)
+            try:
+                with BlobSink(blob, first) as sink:  # a fresh one for each attempt
+                    for piece in call:
+                        sink.write(piece.data)
+                    sink.commit()
+            finally:
+                call.cancel()  # ends the stream if we stopped early; a no-op once it is done
+
         try:
-            with BlobSink(blob, first) as sink:
-                for piece in call:
-                    sink.write(piece.data)
-                sink.commit()
+            self._retrying(attempt, t)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return False
             raise rpc_error(e, t) from None
-        finally:
-            call.cancel()  # ends the stream if we stopped early; a no-op once it is done
         for dest in others:
             with BlobSink(blob, dest) as sink, open(first, "rb") as f:
                 while chunk := f.read(CHUNK):
