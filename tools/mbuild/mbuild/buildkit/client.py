@@ -198,6 +198,23 @@ class Client:
         except grpc.RpcError:
             return "unknown"  # BuildKit 0.8 has no Info
 
+    def disk_usage(self, filters: Sequence[str] = ()) -> list:
+        """BuildKit's cache records (``UsageRecord``), optionally filtered."""
+        req = control_pb2.DiskUsageRequest(filter=list(filters))
+        return list(self._control.DiskUsage(req, timeout=60).record)
+
+    def prune(self, filters: Sequence[str], all_records: bool = True) -> list:
+        """Remove the cache records matching ``filters`` (containerd filter syntax,
+        e.g. ``description~=mbuild-test``); returns what was removed.
+
+        The engine's cache is shared: never call this without filters that
+        select only records you made.
+        """
+        if not filters:
+            raise ValueError("prune needs filters: the engine's build cache is shared")
+        req = control_pb2.PruneRequest(filter=list(filters), all=all_records)
+        return list(self._control.Prune(req, timeout=120))
+
     def caps(self) -> frozenset[str]:
         """The daemon's enabled LLB capabilities, read through LLBBridge.Ping.
 

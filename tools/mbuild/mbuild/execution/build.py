@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
 from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
 from ..buildkit import exporters
-from ..buildkit.client import SolveRequest
+from ..buildkit.client import CacheEntry, SolveRequest
 from ..buildkit.dockerignore import read_dockerignore
 from ..buildkit.filesync import LocalDir
 from ..buildkit.secrets import SecretSource
@@ -200,9 +200,21 @@ class Executor:
                 secrets=self.secrets(),
                 shared_key=f"mbuild:{self.workspace.root}",
                 no_cache=self.no_cache,
+                cache_imports=self._layer_cache(self.workspace.cache.buildkit_imports, label),
+                cache_exports=self._layer_cache(self.workspace.cache.buildkit_exports, label),
             ),
             on_event=sink,
         )
+
+    @staticmethod
+    def _layer_cache(entries, label: Label) -> tuple[CacheEntry, ...]:
+        """BuildKit cache import/export entries, with ``{target}`` filled in."""
+        target = f"{label.package.replace('/', '-')}-{label.name}".strip("-")
+        out = []
+        for entry in entries:
+            attrs = {k: v.replace("{target}", target) for k, v in entry.items() if k != "type"}
+            out.append(CacheEntry(entry["type"], attrs))
+        return tuple(out)
 
     def local_dirs(self) -> dict[str, LocalDir]:
         ignore = self.workspace.root / ".dockerignore"

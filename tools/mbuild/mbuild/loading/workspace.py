@@ -41,6 +41,18 @@ Every key is optional; unknown keys are errors (so typos are caught)::
     remote_instance = ""           # optional instance name sent to `remote`
     remote_headers = { "Authorization" = "Bearer ..." }   # optional extra headers
 
+    # BuildKit's layer cache, so steps an action cache miss re-runs can still
+    # reuse layers: exported after each solve, imported before. Types:
+    # "registry" (attrs ref, mode=min|max, …) and "inline" (export only).
+    # "{target}" in a value is replaced by the target (e.g. infra-python_runtime).
+    [[cache.buildkit.export]]
+    type = "registry"
+    ref = "registry.example.com/ai-mono/cache:{target}"
+    mode = "max"
+    [[cache.buildkit.import]]
+    type = "registry"
+    ref = "registry.example.com/ai-mono/cache:{target}"
+
 Errors name ``WORKSPACE.toml:LINE`` where the line can be found.
 """
 
@@ -106,6 +118,10 @@ class CacheSettings:
     remote_upload: bool = False
     remote_instance: str = ""
     remote_headers: Mapping[str, str] = field(default_factory=dict)
+    # BuildKit's own layer cache: [[cache.buildkit.export]] / [[cache.buildkit.import]]
+    # tables of exporter attributes; "{target}" in a value becomes the target's name.
+    buildkit_exports: tuple = ()
+    buildkit_imports: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -263,7 +279,8 @@ def _type_name(value: Any) -> str:
 
 
 _TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch", "images", "registry", "cache")
-_CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers")
+_CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers", "buildkit")
+_BUILDKIT_CACHE_TYPES = ("registry", "inline")
 
 
 def parse_workspace(text: str, root: Path) -> Workspace:
@@ -353,7 +370,13 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
     for key, value in headers.items():
         if not isinstance(value, str):
             raise r.fail(t, "remote_headers", f"cache.remote_headers.{key} must be a string, got {_type_name(value)}")
+    layer_cache = r.table(t, cache, "buildkit")
+    r.check_keys(t + ("buildkit",), layer_cache, ("export", "import"))
+    exports = _parse_layer_cache(r, t + ("buildkit",), layer_cache, "export")
+    imports = _parse_layer_cache(r, t + ("buildkit",), layer_cache, "import")
     return CacheSettings(
+        buildkit_exports=exports,
+        buildkit_imports=imports,
         dir=(r.root / Path(dir_text).expanduser()).resolve(),
         max_size=size,
         remote=remote or None,
@@ -361,6 +384,23 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
         remote_instance=r.get(t, cache, "remote_instance", str, "a string", ""),
         remote_headers=dict(headers),
     )
+
+
+def _parse_layer_cache(r: _Reader, t: tuple[str, ...], data: Mapping[str, Any], key: str) -> tuple:
+    entries = r.get(t, data, key, list, "an array of tables ([[cache.buildkit.%s]])" % key, [])
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+            raise r.fail(t, key, f"cache.buildkit.{key} entries must be tables of strings, like "
+                                 '{ type = "registry", ref = "host/cache:{target}" }')
+        kind = entry.get("type", "")
+        if kind not in _BUILDKIT_CACHE_TYPES:
+            raise r.fail(t, key, f"cache.buildkit.{key}: type {kind!r} is not supported; use one of "
+                                 f"{', '.join(_BUILDKIT_CACHE_TYPES)}")
+        if kind == "inline" and key == "import":
+            raise r.fail(t, key, 'cache.buildkit.import: inline caches are imported with type = "registry"')
+        out.append(dict(entry))
+    return tuple(out)
 
 
 _TOML_POS_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
