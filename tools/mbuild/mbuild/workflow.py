@@ -147,15 +147,19 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
 
 def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False,
             remote_url: str | None = None, remote_upload: bool | None = None):
-    from .buildkit.client import Client
     from .cache.store import LocalStore
     from .execution.build import Executor
+
+    def connect():
+        from .buildkit.client import Client
+
+        return Client.open(loaded.workspace.buildkit)
 
     analysed = analyse(loaded, targets)
     store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
     keys = keys_for(loaded, analysed, store)
     remote = open_remote(loaded.workspace, store, remote_url, remote_upload)
-    executor = Executor(loaded.workspace, lambda: Client.open(loaded.workspace.buildkit), analysed.infos, keys,
+    executor = Executor(loaded.workspace, connect, analysed.infos, keys,
                         store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace),
                         no_cache=no_cache, remote=remote)
     try:

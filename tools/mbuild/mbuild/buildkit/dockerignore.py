@@ -51,7 +51,6 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from docker.utils.fnmatch import translate as _sdk_translate
 
 __all__ = [
     "read_dockerignore",
@@ -202,6 +201,10 @@ def _check_syntax(pat: str) -> None:
 
 def _glob_regex(pat: str) -> re.Pattern[str]:
     """``pat`` (Go glob syntax) as an anchored regex, via the docker SDK's translate."""
+    # Imported here: the SDK package's import pulls in requests, which a
+    # no-op build, compiling no pattern, must not pay for.
+    from docker.utils.fnmatch import translate as _sdk_translate
+
     # Escaped characters become private-use placeholders that translate()
     # passes through as literals; they are swapped back afterwards.
     base = 0xE000

@@ -23,10 +23,6 @@ from typing import Callable, Mapping, Sequence
 from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
 from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
 from ..buildkit import exporters
-from ..buildkit.client import CacheEntry, SolveRequest
-from ..buildkit.dockerignore import read_dockerignore
-from ..buildkit.filesync import LocalDir
-from ..buildkit.secrets import SecretSource
 from ..cache.digests import StatCache
 from ..cache.keys import KeyInputs, key_inputs
 from ..cache.oci import ingest_archive
@@ -180,6 +176,10 @@ class Executor:
                              tuple(record.files), time.monotonic() - t0, record.key, source)
 
     def _solve(self, label: Label, info: TargetInfo, archive: Path | None = None):
+        # Imported here: gRPC is only needed when something is built, and a
+        # no-op build must not pay for importing it.
+        from ..buildkit.client import SolveRequest
+
         exports = []
         if info.image is not None:
             base = self.bases.get(info.image.base) if info.image.base else None
@@ -207,8 +207,10 @@ class Executor:
         )
 
     @staticmethod
-    def _layer_cache(entries, label: Label) -> tuple[CacheEntry, ...]:
+    def _layer_cache(entries, label: Label) -> tuple:
         """BuildKit cache import/export entries, with ``{target}`` filled in."""
+        from ..buildkit.client import CacheEntry
+
         target = f"{label.package.replace('/', '-')}-{label.name}".strip("-")
         out = []
         for entry in entries:
@@ -216,12 +218,17 @@ class Executor:
             out.append(CacheEntry(entry["type"], attrs))
         return tuple(out)
 
-    def local_dirs(self) -> dict[str, LocalDir]:
+    def local_dirs(self) -> dict:
+        from ..buildkit.dockerignore import read_dockerignore
+        from ..buildkit.filesync import LocalDir
+
         ignore = self.workspace.root / ".dockerignore"
         excludes = read_dockerignore(ignore) if ignore.exists() else []
         return {WORKSPACE_LOCAL: LocalDir(self.workspace.root, exclude=tuple(excludes))}
 
-    def secrets(self) -> dict[str, SecretSource]:
+    def secrets(self) -> dict:
+        from ..buildkit.secrets import SecretSource
+
         if not self.workspace.ca_bundle:
             return {}
         return {CA_SECRET_ID: SecretSource(CA_SECRET_ID, file=str(self.workspace.ca_bundle))}

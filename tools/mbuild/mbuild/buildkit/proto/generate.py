@@ -1,89 +1,103 @@
-"""Generate the Python modules for mbuild's own ``.proto`` files.
+"""Generate the Python modules for the ``.proto`` files of one folder.
 
 The ``*_pb2.py`` / ``*_pb2_grpc.py`` modules are not committed: they are made
-from the ``.proto`` files beside this module with ``grpcio-tools`` (pinned with
-``protobuf`` in pyproject.toml), so they always match the installed runtime.
-A stamp file holds a digest of the sources and the generator version;
-generation reruns whenever it differs.
+from the ``.proto`` files with ``grpcio-tools`` (pinned with ``protobuf`` in
+pyproject.toml), so they always match the installed runtime. A stamp file
+holds a digest of the sources and of the protobuf runtime's version;
+generation reruns whenever it differs. Checking costs only a read of the
+``.proto`` files, as it happens on every start.
 
-    python -m mbuild.buildkit.proto.generate            # (re)generate
-    python -m mbuild.buildkit.proto.generate --check-or-build
+Safe against concurrent generators: protoc writes into a private temporary
+folder and each module is then moved into place with an atomic rename, so an
+importer never sees half a file. Any mbuild proto package uses it::
+
+    python -m mbuild.buildkit.proto.generate [FOLDER]   # (re)generate
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PACKAGE_ROOT = HERE.parent.parent.parent  # the folder holding the `mbuild` package
-STAMP = HERE / ".generated-stamp"
+STAMP_NAME = ".generated-stamp"
 
 
-def sources() -> list[Path]:
-    return sorted(HERE.glob("*.proto"))
+def package_root(folder: Path) -> Path:
+    """The folder holding the top-level ``mbuild`` package that contains *folder*."""
+    folder = folder.resolve()
+    for parent in folder.parents:
+        if parent.name == "mbuild" and (parent / "__init__.py").exists():
+            return parent.parent
+    raise RuntimeError(f"{folder} is not inside the mbuild package")
 
 
-def source_digest() -> str:
-    import grpc_tools
+def sources(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.proto"))
 
-    h = hashlib.sha256(getattr(grpc_tools, "__version__", "").encode())
-    try:
-        from importlib.metadata import version
 
-        h.update(version("grpcio-tools").encode())
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        pass
-    for p in sources():
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
+def source_digest(folder: Path) -> str:
+    # protobuf and grpcio-tools are pinned together: the runtime's version
+    # stands for both, and is cheap to read.
+    from google.protobuf import __version__ as protobuf_version
+
+    h = hashlib.sha256(protobuf_version.encode())
+    for p in sources(folder):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def is_current() -> bool:
+def is_current(folder: Path) -> bool:
     try:
-        return STAMP.read_text() == source_digest()
+        return (folder / STAMP_NAME).read_text() == source_digest(folder)
     except OSError:
         return False
 
 
-def generate() -> None:
+def generate(folder: Path) -> None:
     from grpc_tools import protoc
     import grpc_tools
 
+    folder = folder.resolve()
+    root = package_root(folder)
     include = Path(grpc_tools.__file__).parent / "_proto"
-    rel = [str(p.relative_to(PACKAGE_ROOT)) for p in sources()]
-    args = [
-        "protoc",
-        f"-I{PACKAGE_ROOT}",
-        f"-I{include}",
-        f"--python_out={PACKAGE_ROOT}",
-        f"--grpc_python_out={PACKAGE_ROOT}",
-        *rel,
-    ]
-    cwd = os.getcwd()
+    rel_folder = folder.relative_to(root)
+    rel = [str(p.relative_to(root)) for p in sources(folder)]
+    tmp = Path(tempfile.mkdtemp(prefix=".protoc-", dir=folder))
     try:
-        os.chdir(PACKAGE_ROOT)
-        if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed for {', '.join(rel)}")
+        args = [
+            "protoc",
+            f"-I{root}",
+            f"-I{include}",
+            f"--python_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *rel,
+        ]
+        cwd = os.getcwd()
+        try:
+            os.chdir(root)
+            if protoc.main(args) != 0:
+                raise RuntimeError(f"protoc failed for {', '.join(rel)}")
+        finally:
+            os.chdir(cwd)
+        for made in sorted((tmp / rel_folder).glob("*.py")):
+            os.replace(made, folder / made.name)
+        fd, stamp_tmp = tempfile.mkstemp(dir=folder, prefix=".stamp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(source_digest(folder))
+        os.replace(stamp_tmp, folder / STAMP_NAME)
     finally:
-        os.chdir(cwd)
-    # Atomic stamp write: a concurrent generator never sees half a stamp.
-    fd, tmp = tempfile.mkstemp(dir=HERE)
-    with os.fdopen(fd, "w") as f:
-        f.write(source_digest())
-    os.replace(tmp, STAMP)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_generated() -> None:
-    if not is_current():
-        generate()
+def ensure_generated(folder: Path = HERE) -> None:
+    if not is_current(folder):
+        generate(folder)
 
 
 if __name__ == "__main__":
-    if "--check-or-build" in sys.argv[1:]:
-        ensure_generated()
-    else:
-        generate()
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
