@@ -145,7 +145,7 @@ def _delete_from_registry(repo: str, digest: str) -> None:
         pass
 
 
-def test_c_push_then_solve_from_pushed_digest(buildkit, app, context_dir, run_id, tmp_path):
+def test_c_push_then_solve_from_pushed_digest(buildkit, app, context_dir, run_id, tmp_path, docker_sdk):
     repo = f"mbuild-test/client-c-{run_id}"
     result = buildkit.solve(request(app, context_dir, exporters.push(f"{REGISTRY}/{repo}:v1", app.image_config(),
                                                                       insecure=True)))
@@ -165,6 +165,10 @@ def test_c_push_then_solve_from_pushed_digest(buildkit, app, context_dir, run_id
         assert (dest / "out.txt").read_text() == "hello from the context\n"
     finally:
         _delete_from_registry(repo, digest)
+        try:  # the image exporter also keeps what it pushed in the engine's store
+            docker_sdk.images.remove(f"{REGISTRY}/{repo}:v1", force=True)
+        except Exception:  # noqa: BLE001 - not kept there
+            pass
 
 
 def test_d_second_identical_solve_is_all_cached(buildkit, app, context_dir, tmp_path):

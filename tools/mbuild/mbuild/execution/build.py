@@ -114,6 +114,8 @@ class Executor:
 
     def _run_job(self, job: Job) -> TargetOutcome:
         key = self.keys[job.label].key
+        if job.kind == "write":
+            key = self._output_key(job.label, key)
         with self.store.lock(key):
             if job.kind == "write":
                 return self._write(job.label, key)
@@ -240,6 +242,16 @@ class Executor:
         if not out.is_absolute():
             out = self.workspace.root / out
         return out / rel
+
+    def _output_key(self, label: Label, key: str) -> str:
+        """A generated file's key also covers what its images were built as:
+        an image rebuilt under the same key may get a new digest (a new
+        SOURCE_DATE_EPOCH), and the file must name the one in the engine."""
+        import hashlib
+
+        gen = self.infos[label].generated
+        digests = [f"{dep}={self._built[dep].manifest_digest}" for dep in sorted(gen.image_deps)]
+        return hashlib.sha256("\n".join([key, *digests]).encode()).hexdigest()
 
     def _write(self, label: Label, key: str) -> TargetOutcome:
         info = self.infos[label]

@@ -184,7 +184,9 @@ class BuildFileLoader:
 
     def _eval(self, rel: str, source: str, module: sl.Module, dialect: sl.Dialect, state: _PackageState) -> None:
         try:
-            ast = sl.parse(rel, self._header + source, dialect)
+            # Trailing newlines are dropped: Starlark reports an error at the very
+            # end of a file (an unclosed bracket) at 1:1 when the text ends in one.
+            ast = sl.parse(rel, self._header + source.rstrip(), dialect)
             sl.eval(module, ast, self._globals, self._file_loader)
         except sl.StarlarkError as err:
             if state.pending is not None:
