@@ -347,3 +347,16 @@ def containers(run_id):
 
 def env_of(config: dict) -> dict[str, str]:
     return dict(e.split("=", 1) for e in config.get("Env") or [])
+
+
+@pytest.fixture
+def ws(tmp_path, docker_sdk, run_id):
+    """A small offline workspace of its own (see workspaces.py), images removed afterwards."""
+    import hashlib
+
+    from .workspaces import make_workspace, remove_workspace_images
+
+    suffix = f"{run_id}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
+    workspace = make_workspace(tmp_path / "ws", tmp_path / "cache", suffix)
+    yield workspace
+    remove_workspace_images(docker_sdk, workspace)

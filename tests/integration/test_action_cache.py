@@ -12,19 +12,12 @@ from pathlib import Path
 import pytest
 
 from ..conftest import docker_run
-from .workspaces import git, make_workspace, remove_images
+from .conftest import json_records
+from .workspaces import git
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture
-def ws(tmp_path, docker_sdk, run_id):
-    import hashlib
-
-    suffix = f"{run_id}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
-    workspace = make_workspace(tmp_path / "ws", tmp_path / "cache", suffix)
-    yield workspace
-    remove_images(docker_sdk, workspace)
 
 
 def keys_of(ws, root: Path) -> dict[str, str]:
@@ -51,7 +44,7 @@ def test_noop_build_answers_from_the_cache_without_any_solve(ws):
     first = ws.build_json("//images:compose")
     assert first["//images:app"]["source"] == "solve"
     # A BuildKit address that cannot answer proves no solve is even attempted.
-    again = json_lines(ws.mbuild("--buildkit", "unix:///nonexistent/buildkitd.sock", "build", "--json",
+    again = json_records(ws.mbuild("--buildkit", "unix:///nonexistent/buildkitd.sock", "build", "--json",
                                  "//images:compose").stdout)
     assert {r["label"]: (r["cached"], r["source"]) for r in again.values()} == {
         "//images:app": (True, "local-cache"),
@@ -63,8 +56,6 @@ def test_noop_build_answers_from_the_cache_without_any_solve(ws):
     assert first["//images:app"]["manifest_digest"] in compose
 
 
-def json_lines(text: str) -> dict[str, dict]:
-    return {r["label"]: r for r in map(json.loads, text.splitlines())}
 
 
 def test_a_change_rebuilds_only_what_it_affects_and_explain_names_it(ws):
@@ -131,7 +122,7 @@ def test_two_processes_building_the_same_target_build_it_once(ws):
     for t in threads:
         t.join()
     assert all(r.returncode == 0 for r in results), [r.stderr[-2000:] for r in results]
-    records = [json_lines(r.stdout)["//images:app"] for r in results]
+    records = [json_records(r.stdout)["//images:app"] for r in results]
     assert sorted(r["source"] for r in records) == ["local-cache", "solve"]
     assert records[0]["manifest_digest"] == records[1]["manifest_digest"]
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ..conftest import REGISTRY
-from .workspaces import make_workspace, remove_images
+from .workspaces import make_workspace, remove_workspace_images
 
 pytestmark = [pytest.mark.engine, pytest.mark.servers]
 
@@ -44,4 +44,4 @@ def test_registry_layer_cache_survives_a_pruned_engine(tmp_path, docker_sdk, run
         assert docker_sdk.images.get(ws.names["app"]).attrs["RootFS"]["Layers"] == first_layers
         assert again["manifest_digest"] != "" and first["manifest_digest"]
     finally:
-        remove_images(docker_sdk, ws)
+        remove_workspace_images(docker_sdk, ws)

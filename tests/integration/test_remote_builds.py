@@ -5,8 +5,6 @@ build."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import socket
 import threading
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import docker_run
-from .workspaces import make_workspace, remove_images
+from .conftest import json_records
 
 pytestmark = [pytest.mark.engine, pytest.mark.servers]
 
@@ -25,16 +23,8 @@ HTTP_DATA = Path("/var/cache/mbuild-env/httpcache/data")  # scripts/env-up serve
 NOWHERE = "unix:///nonexistent/buildkitd.sock"  # a build that needs BuildKit fails: proves no solve
 
 
-@pytest.fixture
-def ws(tmp_path, docker_sdk, run_id):
-    suffix = f"{run_id}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
-    workspace = make_workspace(tmp_path / "ws", tmp_path / "cache", suffix)
-    yield workspace
-    remove_images(docker_sdk, workspace)
 
 
-def records(text: str) -> dict[str, dict]:
-    return {r["label"]: r for r in map(json.loads, text.splitlines())}
 
 
 @pytest.mark.parametrize("kind", ["reapi", "http"])
@@ -48,7 +38,7 @@ def test_remote_hit_restores_the_image_without_building(ws, docker_sdk, tmp_path
     empty = tmp_path / "empty-cache"
     proc = ws.mbuild("--cache-dir", str(empty), "--buildkit", NOWHERE, "build", "--json", "--remote", url,
                      "//images:compose")
-    again = records(proc.stdout)
+    again = json_records(proc.stdout)
     for label in ("//images:app", "//images:tool", "//images:compose"):
         assert again[label]["source"] == "remote-cache", (label, proc.stderr[-2000:])
     for label in ("//images:app", "//images:tool"):
@@ -62,7 +52,7 @@ def test_read_only_by_default(ws, tmp_path, run_id):
     url = f"{HTTP_ROOT}/mbuild-test-ro-{run_id}/"
     ws.build_json("--remote", url, "//images:app")
     proc = ws.mbuild("--cache-dir", str(tmp_path / "other"), "build", "--json", "--remote", url, "//images:app")
-    assert records(proc.stdout)["//images:app"]["source"] != "remote-cache"
+    assert json_records(proc.stdout)["//images:app"]["source"] != "remote-cache"
 
 
 class SilentServer:
@@ -102,7 +92,7 @@ def test_unreachable_or_silent_remote_never_fails_a_build(ws, failure):
     finally:
         if server:
             server.close()
-    built = records(proc.stdout)
+    built = json_records(proc.stdout)
     assert {r["source"] for r in built.values()} <= {"solve", "render"}
     warnings = [line for line in proc.stderr.splitlines() if "remote cache" in line]
     assert len(warnings) == 1, proc.stderr
@@ -120,7 +110,7 @@ def test_wrong_bytes_from_the_remote_are_rejected(ws, tmp_path, run_id, docker_s
         blob.write_bytes(bytes(b ^ 0xFF for b in blob.read_bytes()))
     docker_sdk.images.remove(ws.names["app"], force=True)
     proc = ws.mbuild("--cache-dir", str(tmp_path / "empty"), "build", "--json", "--remote", url, "//images:app")
-    again = records(proc.stdout)["//images:app"]
+    again = json_records(proc.stdout)["//images:app"]
     assert again["source"] == "solve"  # never a wrong result
     assert again["manifest_digest"] == first["manifest_digest"]  # rebuilt from BuildKit's cache
     assert sum("remote cache" in line for line in proc.stderr.splitlines()) == 1, proc.stderr

@@ -3,7 +3,6 @@ compose file on the local base image, in a git repository of their own."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -38,8 +37,9 @@ class Workspace:
         return proc
 
     def build_json(self, *args: str, **kw) -> dict[str, dict]:
-        proc = self.mbuild("build", "--json", "--progress", "plain", *args, **kw)
-        return {r["label"]: r for r in map(json.loads, proc.stdout.splitlines())}
+        from .conftest import json_records
+
+        return json_records(self.mbuild("build", "--json", "--progress", "plain", *args, **kw).stdout)
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:
@@ -100,7 +100,7 @@ def make_workspace(root: Path, cache: Path, suffix: str) -> Workspace:
     return Workspace(root, cache, names)
 
 
-def remove_images(docker_sdk, ws: Workspace) -> None:
+def remove_workspace_images(docker_sdk, ws: Workspace) -> None:
     for name in ws.names.values():
         try:
             docker_sdk.images.remove(name, force=True)

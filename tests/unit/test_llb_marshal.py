@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from mbuild.buildkit import llb
-from mbuild.buildkit.llb import caps as C
 from mbuild.buildkit.proto import ops_pb2
 
 P = "linux/amd64"

@@ -7,7 +7,7 @@ first failure is raised.
 from __future__ import annotations
 
 from concurrent import futures
-from typing import Callable, Generic, Hashable, Iterable, Mapping, Sequence, TypeVar
+from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
