@@ -152,3 +152,32 @@ def test_reproducible_images_from_empty_caches(ws, tmp_path):
     second = ws.build_json("--no-cache", "//images:app", env=env)["//images:app"]
     assert first["source"] == second["source"] == "solve"
     assert first["manifest_digest"] == second["manifest_digest"]
+
+
+def test_lock_pins_base_images_and_silences_the_warning(ws, docker_sdk):
+    before = ws.mbuild("build", "//images:tool")
+    assert "not pinned to a digest" in before.stderr and "mbuild lock" in before.stderr
+    ws.mbuild("lock")
+    text = (ws.root / "WORKSPACE.toml").read_text()
+    digest = docker_sdk.images.get("mbuild-test/base:bookworm").id
+    assert f'digest = "{digest}"' in text
+    after = ws.mbuild("build", "//images:tool")
+    assert "not pinned" not in after.stderr
+
+
+def test_clean_empties_the_store_and_the_next_build_solves(ws):
+    ws.build_json("//images:tool")
+    out = ws.mbuild("clean")
+    assert "freed" in out.stderr
+    assert not list((ws.cache / "ac").rglob("*.json"))
+    assert ws.build_json("//images:tool")["//images:tool"]["source"] == "solve"
+
+
+def test_progress_json_streams_typed_events(ws):
+    proc = ws.mbuild("build", "--progress", "json", "--no-cache", "//images:tool")
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    kinds = {e["event"] for e in events}
+    assert {"VertexStarted", "VertexCompleted"} <= kinds, kinds
+    assert all(e["target"] == "//images:tool" for e in events)
+    plain = ws.mbuild("build", "--progress", "plain", "--no-cache", "//images:tool")
+    assert any(line.startswith("[//images:tool] #") and "DONE" in line for line in plain.stderr.splitlines())

@@ -256,3 +256,40 @@ def test_g_large_sync_is_correct_and_streams(tmp_path, record_property):
     assert (out / "sum").read_text().strip() == h.hexdigest()
     assert (out / "sample").read_text() == "file 7/123\n"
     assert stats["peak_rss_mb"] < 150, stats  # far below the ~200 MB of data
+
+
+def test_caps_are_probed_and_a_missing_one_is_refused_clearly(buildkit, base_image_config):
+    caps = buildkit.caps()
+    assert {"mergeop", "diffop", "exec.mount.cache", "source.local"} <= caps
+    merged = llb.merge([llb.scratch().mkfile("/a", b"a"), llb.scratch().mkfile("/b", b"b")])
+    assert buildkit.solve(SolveRequest(definition=merged, exports=())).steps  # mergeop: supported here
+    if "file.symlink.create" in caps:  # Docker 26.1 reports it off; a newer engine may have it
+        return
+    st = llb.image(BASE_IMAGE, config=base_image_config).symlink("/etc/hostname", "/link")
+    with pytest.raises(BuildFailure) as info:
+        buildkit.solve(SolveRequest(definition=st))
+    assert "file.symlink.create" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ctrl_c_cancels_the_solve_and_exits_promptly(tmp_path, base_image_config):
+    import signal
+
+    script = textwrap.dedent(f"""
+        from mbuild.buildkit import llb
+        from mbuild.buildkit.client import Client, SolveRequest
+        st = llb.image({BASE_IMAGE!r}).run("echo started; sleep 120", ignore_cache=True, name="long step").root()
+        with Client.open() as bk:
+            bk.solve(SolveRequest(definition=st), on_event=lambda ev: print(type(ev).__name__, flush=True))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "VertexLog" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    assert "VertexLog" in seen, "the step never started"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in proc.stderr.read()

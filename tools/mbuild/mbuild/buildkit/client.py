@@ -97,6 +97,15 @@ class SolveResult:
         return all(s.cached for s in self.steps if not s.source)
 
 
+# Caps an older daemon (BuildKit 0.8 in Docker 20.10) or a default engine
+# build may lack: a definition using one is checked against the daemon's caps
+# before the solve, for a clear message instead of a failure deep in it.
+_OPTIONAL_CAPS = frozenset({
+    "mergeop", "diffop", "file.symlink.create", "file.copy.includeexcludepatterns",
+    "file.copy.alwaysreplaceexistingdestpaths", "file.rm.wildcard", "exec.mount.tmpfs.size",
+    "exec.validexitcode", "source.local.differ",
+})
+
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 _PROCESS = re.compile(r'process "(.*)" did not complete successfully')
 
@@ -285,6 +294,8 @@ class Client:
 
         with Session(self.connection, services, shared_key=request.shared_key) as session:
             pb = _definition_pb(request.definition, session.id)
+            self._check_caps(pb)
+            self.check_exports(request.exports)
             if request.no_cache:
                 pb = _ignoring_cache(pb)
             solve_req = control_pb2.SolveRequest(Ref=ref, Definition=pb, Session=session.id,
@@ -355,6 +366,15 @@ class Client:
                       for v in tracker.steps(set(kinds)))
         files = tuple(e.output for e in streamed.values() if e.output is not None)
         return SolveResult(dict(response.ExporterResponse), steps, files)
+
+    def _check_caps(self, pb: ops_pb2.Definition) -> None:
+        from .llb import check_caps, describe_missing, required_caps
+
+        if not required_caps(pb) & _OPTIONAL_CAPS:
+            return  # every daemon has these: no need to ask
+        missing = check_caps(pb, self.caps())
+        if missing:
+            raise BuildFailure(f"BuildKit at {self.address}: {describe_missing(missing)}")
 
     def _solve_error(self, err: grpc.RpcError, tracker: progress.StatusTracker) -> BuildFailure:
         details = (err.details() if hasattr(err, "details") else str(err)) or str(err)
