@@ -181,3 +181,17 @@ def test_progress_json_streams_typed_events(ws):
     assert all(e["target"] == "//images:tool" for e in events)
     plain = ws.mbuild("build", "--progress", "plain", "--no-cache", "//images:tool")
     assert any(line.startswith("[//images:tool] #") and "DONE" in line for line in plain.stderr.splitlines())
+
+
+def test_a_failing_step_exits_1_with_the_step_command_exit_code_and_log_tail(ws):
+    (ws.root / "fail").mkdir()
+    (ws.root / "fail" / "BUILD").write_text(
+        'container_image(name = "broken", base = "base", commands = ["echo about to fail >&2; exit 7"])\n')
+    proc = ws.mbuild("build", "--progress", "plain", "//fail:broken", check=False)
+    assert proc.returncode == 1, proc.stderr
+    report = proc.stderr[proc.stderr.index("mbuild: error:"):]
+    assert "[//fail:broken] echo about to fail" in report  # the failing step
+    assert "exit code 7" in report
+    assert "command: /bin/sh -c echo about to fail >&2; exit 7" in report
+    assert "about to fail" in report.split("last log lines:")[1]
+    assert "Traceback" not in proc.stderr

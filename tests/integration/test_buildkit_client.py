@@ -187,7 +187,8 @@ def test_e_failing_run_reports_command_exit_code_and_log_tail(buildkit, base_ima
     with pytest.raises(SolveError) as info:
         buildkit.solve(SolveRequest(definition=st))
     err = info.value
-    assert err.exit_code == 3
+    assert err.step_exit_code == 3
+    assert err.exit_code == 1  # mbuild's exit status for a build failure
     assert "exit 3" in (err.command or "")
     assert "going to fail" in "\n".join(err.log_tail)
     assert "a step that fails" in err.step

@@ -113,16 +113,16 @@ _PROCESS = re.compile(r'process "(.*)" did not complete successfully')
 class SolveError(BuildFailure):
     """A step failed: carries the step, its command, exit code and log tail."""
 
-    def __init__(self, step: str, error: str, command: str | None, exit_code: int | None,
+    def __init__(self, step: str, error: str, command: str | None, step_exit_code: int | None,
                  log_tail: Sequence[str]) -> None:
         self.step = step
         self.error = error
         self.command = command
-        self.exit_code = exit_code
+        self.step_exit_code = step_exit_code  # the command's; exit_code is mbuild's own (1)
         self.log_tail = list(log_tail)
         head = f"step {step!r} failed"
-        if exit_code is not None:
-            head += f" with exit code {exit_code}"
+        if step_exit_code is not None:
+            head += f" with exit code {step_exit_code}"
         super().__init__(f"{head}: {error}")
 
     def report(self) -> str:
@@ -388,6 +388,6 @@ class Client:
             step=(failed.name if failed else "solve"),
             error=details.splitlines()[0] if details else text,
             command=cmd.group(1) if cmd else None,
-            exit_code=int(m.group(1)) if m else None,
+            step_exit_code=int(m.group(1)) if m else None,
             log_tail=list(failed.tail) if failed else [],
         )
