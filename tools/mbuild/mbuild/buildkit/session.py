@@ -7,9 +7,11 @@ stream, ``Control.Session``, on which the roles flip: the daemon is the
 HTTP/2 client and we are the gRPC server.
 
 grpcio cannot serve on a socket it did not accept, so the session runs a
-private grpcio server on a unix socket, connects a plain socket to it, and
-pumps bytes between that socket and the ``Control.Session`` stream. The same
-code path serves every transport (docker, unix, tcp).
+private grpcio server on a unix socket and connects a plain socket to it.
+With a Docker engine that socket is spliced to the engine's ``POST /session``
+HTTP upgrade: two kernel sockets, nothing buffered in between, so memory
+stays flat however fast files are sent. With a standalone buildkitd the bytes
+are pumped through the ``Control.Session`` gRPC stream instead.
 
 The daemon health-checks the session (every 1-5 s depending on version; a
 missed check closes the session), so health is always served, and the server
@@ -29,7 +31,7 @@ from typing import Iterator, Protocol, Sequence
 import grpc
 
 from .proto import control_pb2, control_pb2_grpc
-from .transport import MAX_MESSAGE, Connection
+from .transport import MAX_MESSAGE, Connection, open_upgraded, splice
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING = b"\x08\x01"  # grpc.health.v1.HealthCheckResponse{status: SERVING}
@@ -68,6 +70,7 @@ class Session:
         self._server: grpc.Server | None = None
         self._sock: socket.socket | None = None
         self._call = None
+        self._upstream: socket.socket | None = None
         self._pump: threading.Thread | None = None
 
     @property
@@ -98,10 +101,21 @@ class Session:
             ("x-docker-expose-session-name", self._name),
             ("x-docker-expose-session-sharedkey", self._shared_key),
         ] + [("x-docker-expose-session-grpc-method", m) for m in self.methods]
-        stub = control_pb2_grpc.ControlStub(self._connection.channel)
-        self._call = stub.Session(self._outgoing(sock), metadata=metadata)
-        self._pump = threading.Thread(target=self._incoming, args=(sock,), daemon=True,
-                                      name="session-pump")
+        address = self._connection.address
+        if address.scheme == "docker":
+            headers: dict[str, list[str]] = {}
+            for key, value in metadata:
+                name = "-".join(part.capitalize() for part in key.split("-"))
+                headers.setdefault(name, []).append(value)
+            upstream, rest = open_upgraded(address.path, "/session", headers)
+            self._upstream = upstream
+            self._pump = threading.Thread(target=splice, args=(sock, upstream, rest), daemon=True,
+                                          name="session-splice")
+        else:
+            stub = control_pb2_grpc.ControlStub(self._connection.channel)
+            self._call = stub.Session(self._outgoing(sock), metadata=metadata)
+            self._pump = threading.Thread(target=self._incoming, args=(sock,), daemon=True,
+                                          name="session-pump")
         self._pump.start()
         return self
 
@@ -129,6 +143,11 @@ class Session:
 
     def close(self) -> None:
         """End the request stream (the daemon then drops the session) and stop serving."""
+        if self._upstream is not None:
+            try:
+                self._upstream.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
