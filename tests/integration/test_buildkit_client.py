@@ -296,3 +296,13 @@ def test_ctrl_c_cancels_the_solve_and_exits_promptly(tmp_path, base_image_config
     assert time.monotonic() - t0 < 15
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in proc.stderr.read()
+
+
+def test_session_over_the_control_grpc_stream_as_with_buildkitd(app, context_dir, image_names):
+    """Standalone buildkitd has no /session route: sessions ride Control.Session."""
+    with Client.open() as client:
+        client.session_over_grpc = True
+        name = image_names("client-grpc-session")
+        client.solve(request(app, context_dir, exporters.load_into_docker(name, app.image_config())))
+    out = docker_run(name)
+    assert out.stdout.splitlines()[0] == "1000" and "hello from the context" in out.stdout

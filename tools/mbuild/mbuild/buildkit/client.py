@@ -178,6 +178,9 @@ class Client:
         self._control = control_pb2_grpc.ControlStub(connection.channel)
         self._caps: frozenset[str] | None = None
         self._exporters: frozenset[str] | None = None
+        # Carry sessions over the Control.Session gRPC stream even on a Docker
+        # engine (which otherwise gets the /session upgrade), as with buildkitd.
+        self.session_over_grpc = False
 
     @classmethod
     def open(cls, address: Address | str = "docker://", timeout: float | None = None) -> "Client":
@@ -292,7 +295,8 @@ class Client:
         tracker = progress.StatusTracker()
         events: "queue.Queue[object]" = queue.Queue()
 
-        with Session(self.connection, services, shared_key=request.shared_key) as session:
+        with Session(self.connection, services, shared_key=request.shared_key,
+                     grpc_stream=self.session_over_grpc) as session:
             pb = _definition_pb(request.definition, session.id)
             self._check_caps(pb)
             self.check_exports(request.exports)

@@ -60,12 +60,13 @@ class Session:
     """An attached session. Use as a context manager around a solve."""
 
     def __init__(self, connection: Connection, services: Sequence[SessionService] = (),
-                 shared_key: str = "", name: str = "mbuild") -> None:
+                 shared_key: str = "", name: str = "mbuild", grpc_stream: bool = False) -> None:
         self.id = new_session_id()
         self._connection = connection
         self._services = list(services)
         self._shared_key = shared_key or self.id
         self._name = name
+        self._grpc_stream = grpc_stream  # use Control.Session even on a Docker engine
         self._dir = tempfile.mkdtemp(prefix="mbuild-session-")
         self._server: grpc.Server | None = None
         self._sock: socket.socket | None = None
@@ -102,7 +103,7 @@ class Session:
             ("x-docker-expose-session-sharedkey", self._shared_key),
         ] + [("x-docker-expose-session-grpc-method", m) for m in self.methods]
         address = self._connection.address
-        if address.scheme == "docker":
+        if address.scheme == "docker" and not self._grpc_stream:
             headers: dict[str, list[str]] = {}
             for key, value in metadata:
                 name = "-".join(part.capitalize() for part in key.split("-"))
