@@ -195,3 +195,28 @@ def test_a_failing_step_exits_1_with_the_step_command_exit_code_and_log_tail(ws)
     assert "command: /bin/sh -c echo about to fail >&2; exit 7" in report
     assert "about to fail" in report.split("last log lines:")[1]
     assert "Traceback" not in proc.stderr
+
+
+def test_lock_resolves_a_tag_through_the_registry(ws, buildkit, base_image_config, docker_sdk, run_id):
+    """An image only the registry has (the local one, plain HTTP) is pinned by its manifest digest."""
+    from mbuild.buildkit import exporters, llb
+    from mbuild.buildkit.client import SolveRequest
+
+    from ..conftest import BASE_IMAGE, REGISTRY
+
+    ref = f"{REGISTRY}/mbuild-test/lock-{run_id}:v1"
+    st = llb.image(BASE_IMAGE, config=base_image_config).run(f"echo {run_id} > /id").root()
+    pushed = buildkit.solve(SolveRequest(definition=st, exports=(exporters.push(ref, st.image_config(), insecure=True),)))
+    import docker.errors
+
+    try:
+        docker_sdk.images.remove(ref, force=True)
+    except docker.errors.ImageNotFound:
+        pass  # the exporter did not keep it in the engine
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_sdk.images.get(ref)  # so only the registry can answer
+    with (ws.root / "WORKSPACE.toml").open("a") as f:
+        f.write(f'\n[images.pushed]\nref = "{ref}"\n')
+    ws.mbuild("lock")
+    text = (ws.root / "WORKSPACE.toml").read_text()
+    assert f'digest = "{pushed.manifest_digest}"' in text

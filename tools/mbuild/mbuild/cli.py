@@ -182,7 +182,7 @@ def lock(ctx) -> None:
     root = find_workspace(ctx.obj["cwd"])
     workspace = load_workspace(root)
     for name, image in sorted(workspace.images.items()):
-        digest = resolve_digest(image)
+        digest = resolve_digest(image, workspace.registry_mirrors)
         if digest != image.digest:
             write_image_digest(workspace.workspace_file, name, digest)
             click.echo(f"{name}: {image.ref}@{digest}", err=True)

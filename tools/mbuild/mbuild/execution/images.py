@@ -47,6 +47,19 @@ def resolve_bases(images: Iterable[BaseImage], engine: Engine | None = None) -> 
     return out
 
 
-def resolve_digest(image: BaseImage) -> str:
-    """The digest ``image.ref`` points at now (for ``mbuild lock``)."""
-    return resolve_bases([BaseImage(image.name, image.ref)])[image.name].digest
+def resolve_digest(image: BaseImage, mirrors=None) -> str:
+    """The digest ``image.ref`` points at now (for ``mbuild lock``): the engine's
+    copy if it has one (that is what builds use), else the registry's."""
+    from .registry import resolve_tag
+
+    try:
+        found = _find(Engine(), BaseImage(image.name, image.ref))
+    except EngineError:
+        found = None
+    if found is not None:
+        return found["Id"]
+    try:
+        return resolve_tag(image.ref, mirrors or {})
+    except LookupError as e:
+        raise BuildFailure(f"base image {image.name}: {image.ref} is neither in the Docker engine nor "
+                           f"resolvable through its registry ({e}); load it or fix the ref") from None
