@@ -128,6 +128,7 @@ class RuleContext:
             deps=tuple(self._deps_used()),
             attrs=self.attrs,
             rule_version=rule.version,
+            location=self.location,
             **fields,
         )
 

@@ -77,6 +77,7 @@ class TargetInfo:
     deps: tuple[Label, ...] = ()
     attrs: Mapping[str, Any] = field(default_factory=dict)
     rule_version: str = ""
+    location: Any = None  # the BUILD file line that declared the target
 
     @property
     def buildable(self) -> bool:

@@ -77,6 +77,13 @@ class StatCache:
             return {}
         out: dict[str, tuple] = {}
         try:
+            if len(paths) > 2000:  # many files: one scan beats thousands of lookups
+                wanted = set(paths)
+                for row in self._db.execute(
+                        "SELECT path, size, mtime, ctime, ino, mode, digest, recorded FROM stat"):
+                    if row[0] in wanted:
+                        out[row[0]] = row[1:]
+                return out
             for i in range(0, len(paths), 900):
                 chunk = paths[i:i + 900]
                 q = "SELECT path, size, mtime, ctime, ino, mode, digest, recorded FROM stat WHERE path IN (%s)" % (
@@ -89,8 +96,8 @@ class StatCache:
 
     def digest_files(self, root: Path, relpaths: Iterable[str]) -> dict[str, FileDigest]:
         """Digest each workspace-relative path (files or symlinks)."""
-        rels = list(relpaths)
-        absolute = {rel: os.path.join(root, rel) for rel in rels}
+        base = f"{root}/"
+        absolute = {rel: base + rel for rel in relpaths}
         known = self._known(list(absolute.values()))
         now = time.time_ns()
         out: dict[str, FileDigest] = {}

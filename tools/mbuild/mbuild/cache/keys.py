@@ -48,12 +48,15 @@ _IMPLICIT = ("name", "visibility", "tags")
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Label):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # the common case first: this runs for every listed file
+    if kind is Label:
         return str(value)
+    if kind is tuple or kind is list:
+        return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return value
 
 

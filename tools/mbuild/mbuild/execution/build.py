@@ -24,6 +24,7 @@ from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
 from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
 from ..buildkit import exporters
 from ..cache.digests import StatCache
+from ..errors import ConfigError
 from ..cache.keys import KeyInputs, key_inputs
 from ..cache.oci import ingest_archive
 from ..cache.store import ActionRecord, LocalStore
@@ -69,7 +70,14 @@ def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases:
                  stat_cache: StatCache, engine_options: Mapping[str, str]) -> dict[Label, KeyInputs]:
     """Key inputs of every analysed target (``infos`` is in dependency order)."""
     sources = sorted({path for info in infos.values() for path in info.sources})
-    files = stat_cache.digest_files(workspace.root, sources)
+    try:
+        files = stat_cache.digest_files(workspace.root, sources)
+    except FileNotFoundError as e:
+        missing = str(e.filename)
+        owner = next((i for i in infos.values() if any(missing.endswith("/" + s) for s in i.sources)), None)
+        rel = next((s for s in owner.sources if missing.endswith("/" + s)), missing) if owner else missing
+        where = f"{owner.location}: {owner.label}: " if owner and owner.location else ""
+        raise ConfigError(f"{where}source file {rel} does not exist; create it or fix the target's srcs") from None
     base_digests = {name: b.digest for name, b in bases.items()}
     out: dict[Label, KeyInputs] = {}
     for label, info in infos.items():

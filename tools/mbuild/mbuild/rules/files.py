@@ -9,12 +9,10 @@ from ..loading.schema import Attr, RuleSchema
 
 def _filegroup(ctx: RuleContext):
     package = ctx.label.package
-    paths = []
-    for src in ctx.attr("srcs"):
-        rel = f"{package}/{src}" if package else src
-        if not (ctx.workspace.root / rel).is_file():
-            raise ctx.error(f"source file {rel} does not exist; create it or fix srcs")
-        paths.append(rel)
+    prefix = f"{package}/" if package else ""
+    # Existence is checked when the files are digested (every build does),
+    # which names this target's BUILD line; a glob lists only what exists.
+    paths = [prefix + src for src in ctx.attr("srcs")]
     paths.extend(ctx.files_of(ctx.attr("deps")) if ctx.attr("deps") else ())
     if not paths:
         raise ctx.error("a filegroup needs at least one file; check srcs or glob() patterns")
