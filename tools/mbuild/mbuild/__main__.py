@@ -1,0 +1,5 @@
+"""``python -m mbuild``: the same as the ``mbuild`` command."""
+
+from .entry import main
+
+main()
