@@ -46,6 +46,10 @@ def test_remote_hit_restores_the_image_without_building(ws, docker_sdk, tmp_path
         assert docker_sdk.images.get(ws.names[label.split(":")[1]]).id == first[label]["manifest_digest"]
     assert docker_run(ws.names["app"]).stdout.strip() == "hello"
     assert first["//images:app"]["manifest_digest"] in (ws.root / "mbuild-out/images/docker-compose.yml").read_text()
+    # The base image's layers came from the engine, not over the wire.
+    fetched = sum(p.stat().st_size for p in (empty / "cas").rglob("*") if p.is_file())
+    base_size = docker_sdk.images.get("mbuild-test/base:bookworm").attrs["Size"]
+    assert fetched < base_size / 10, (fetched, base_size)
 
 
 def test_read_only_by_default(ws, tmp_path, run_id):

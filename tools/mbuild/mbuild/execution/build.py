@@ -138,8 +138,8 @@ class Executor:
             record = self.store.get(key)
             if record is not None and self._usable(info, record):
                 return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
-            record = self.remote.fetch(key) if self.remote else None
-            if record is not None and self._usable(info, record):
+            record = self.remote.fetch(key, self._base_diff_ids(info)) if self.remote else None
+            if record is not None and self._restored_from_remote(info, record):
                 self.store.put(record, self.workspace.name)
                 return self._outcome(info, record, cached=True, t0=t0, source="remote-cache")
         keep_blobs = info.image is not None and self.remote is not None and self.remote.upload
@@ -163,7 +163,18 @@ class Executor:
 
     def _usable(self, info: TargetInfo, record: ActionRecord) -> bool:
         """Whether a cached result stands: its image is in the engine, or restored into it."""
-        return self._still_there(info, record) or restore_image(self.store, self.engine, record)
+        return self._still_there(info, record) or \
+            restore_image(self.store, self.engine, record, self._base_diff_ids(info))
+
+    def _restored_from_remote(self, info: TargetInfo, record: ActionRecord) -> bool:
+        if self._usable(info, record):
+            return True
+        # The engine may lack the base layers after all: fetch them, try once more.
+        return self.remote.fetch_blobs(record) and self._usable(info, record)
+
+    def _base_diff_ids(self, info: TargetInfo) -> tuple[str, ...]:
+        base = self.bases.get(info.image.base) if info.image is not None and info.image.base else None
+        return base.diff_ids if base else ()
 
     def _still_there(self, info: TargetInfo, record: ActionRecord) -> bool:
         """Whether a cached result is usable as is (restoring a renamed image)."""
