@@ -103,6 +103,16 @@ class RuleContext:
             return llb.image(image.pinned_ref, platform=self.platform)
         return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self.platform)
 
+    def copy_sources(self, st: llb.State, labels: Iterable[Label], into: str, owner: str | None = None) -> llb.State:
+        """``st`` with the files of the filegroups ``labels`` copied under ``into``
+        at their workspace paths (``apps/api/x.py`` -> ``<into>/apps/api/x.py``)."""
+        return st.copy(self.source(self.files_of(labels)), "/", into.rstrip("/") + "/", owner=owner)
+
+    def fetching(self, *mounts) -> dict:
+        """``run`` arguments for a step that downloads: the CA bundle's secret
+        mount and variables (when the workspace has one), plus ``mounts``."""
+        return {"env": self.fetch_env(), "mounts": [*self.fetch_mounts(), *mounts]}
+
     def fetch_env(self) -> dict[str, str]:
         """Env for a step that downloads (PyPI, npm): points tools at the CA bundle."""
         return dict(CA_ENV) if self.workspace.ca_bundle else {}

@@ -23,13 +23,11 @@ def _container_image(ctx: RuleContext):
     if workdir:
         st = st.mkdir(workdir, parents=True).with_workdir(workdir)
     if ctx.attr("srcs"):
-        dest = (st.get_workdir() or "/").rstrip("/") + "/"
-        st = st.copy(ctx.source(ctx.files_of(ctx.attr("srcs"))), "/", dest, owner=ctx.attr("srcs_owner") or None)
-    for i, command in enumerate(ctx.attr("commands")):
-        st = st.run(["/bin/sh", "-c", command], env=ctx.fetch_env() if ctx.attr("network") else None,
-                    mounts=ctx.fetch_mounts() if ctx.attr("network") else (),
-                    network="sandbox" if ctx.attr("network") else "none",
-                    name=f"[{ctx.label}] {command}").root()
+        st = ctx.copy_sources(st, ctx.attr("srcs"), st.get_workdir() or "/", owner=ctx.attr("srcs_owner") or None)
+    network = ctx.attr("network")
+    for command in ctx.attr("commands"):
+        st = st.run(["/bin/sh", "-c", command], **(ctx.fetching() if network else {}),
+                    network="sandbox" if network else "none", name=f"[{ctx.label}] {command}").root()
     return finish_image(ctx, st, ctx.attr("user"), base=base or None)
 
 

@@ -28,16 +28,14 @@ def _pnpm_install(ctx: RuleContext):
     )
     st = st.run(
         ["/bin/sh", "-c", f"corepack enable && corepack prepare {spec} --activate"],
-        env=ctx.fetch_env(),
-        mounts=ctx.fetch_mounts(),
+        **ctx.fetching(),
         name=f"[{ctx.label}] corepack: pnpm {version}",
     ).root()
     st = st.mkdir(workdir, parents=True).with_workdir(workdir)
-    st = st.copy(ctx.source(ctx.files_of(ctx.attr("manifests"))), "/", workdir + "/")
+    st = ctx.copy_sources(st, ctx.attr("manifests"), workdir)
     st = st.run(
         ["/bin/sh", "-c", "pnpm install --frozen-lockfile --store-dir /pnpm/store"],
-        env=ctx.fetch_env(),
-        mounts=[*ctx.fetch_mounts(), llb.cache("/pnpm/store", id="pnpm-store")],
+        **ctx.fetching(llb.cache("/pnpm/store", id="pnpm-store")),
         name=f"[{ctx.label}] pnpm install --frozen-lockfile",
     ).root()
     return ctx.result(stage=st)
@@ -63,8 +61,7 @@ PNPM_INSTALL = Rule(
 
 def _node_build(ctx: RuleContext):
     st = ctx.stage_of(ctx.attr("deps"))
-    workdir = st.get_workdir() or "/"
-    st = st.copy(ctx.source(ctx.files_of(ctx.attr("srcs"))), "/", workdir.rstrip("/") + "/")
+    st = ctx.copy_sources(st, ctx.attr("srcs"), st.get_workdir() or "/")
     st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}").root()
     return ctx.result(stage=st)
 

@@ -23,8 +23,7 @@ def _poetry_install(ctx: RuleContext):
     st = ctx.base(ctx.attr("base"))
     st = st.run(
         ["/bin/sh", "-c", f'python3 -m venv /opt/poetry && /opt/poetry/bin/pip install "poetry=={version}"'],
-        env=ctx.fetch_env(),
-        mounts=[*ctx.fetch_mounts(), llb.cache("/root/.cache/pip", id="/root/.cache/pip")],
+        **ctx.fetching(llb.cache("/root/.cache/pip", id="/root/.cache/pip")),
         name=f"[{ctx.label}] install poetry {version}",
     ).root()
     st = (
@@ -33,17 +32,14 @@ def _poetry_install(ctx: RuleContext):
         .with_env("POETRY_NO_INTERACTION", "1")
     )
     st = st.mkdir(workdir, parents=True).with_workdir(workdir)
-    files = ctx.files_of(ctx.attr("lockfiles") + ctx.attr("path_deps"))
-    st = st.copy(ctx.source(files), "/", workdir + "/")
+    st = ctx.copy_sources(st, ctx.attr("lockfiles") + ctx.attr("path_deps"), workdir)
     groups = ",".join(ctx.attr("only"))
     st = st.run(
         ["/bin/sh", "-c", f"poetry install --no-root --only {groups}"],
-        env=ctx.fetch_env(),
-        mounts=[
-            *ctx.fetch_mounts(),
+        **ctx.fetching(
             llb.cache("/root/.cache/pypoetry", id="/root/.cache/pypoetry"),
             llb.cache("/root/.cache/pip", id="/root/.cache/pip"),
-        ],
+        ),
         name=f"[{ctx.label}] poetry install --no-root --only {groups}",
     ).root()
     return ctx.result(stage=st)
@@ -83,7 +79,7 @@ def _python_image(ctx: RuleContext):
     venv = f"{workdir}/.venv"
     st = st.copy(ctx.stage_of(ctx.attr("venv")), venv, venv)
     if ctx.attr("srcs"):
-        st = st.copy(ctx.source(ctx.files_of(ctx.attr("srcs"))), "/", workdir + "/")
+        st = ctx.copy_sources(st, ctx.attr("srcs"), workdir)
     st = st.with_env("PATH", f"{venv}/bin:" + st.get_env("PATH", ""))
     return finish_image(ctx, st, user, base=ctx.attr("base"))
 
