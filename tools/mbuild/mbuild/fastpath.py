@@ -36,7 +36,9 @@ except ImportError:  # pragma: no cover - other Pythons
 
 STAMP_VERSION = 1
 _ENV = ("SOURCE_DATE_EPOCH", "MBUILD_BUILDKIT", "MBUILD_CACHE_DIR", "MBUILD_REMOTE_CACHE", "DOCKER_HOST")
-_PATTERN_MARKS = ("...", ":all", ":*")
+# `//pkg:all` and `//pkg:*` depend only on pkg's BUILD file (recorded); a
+# recursive pattern depends on every directory below, so it is not answered.
+_PATTERN_MARKS = ("...",)
 
 
 def stamp_dir() -> str:
@@ -50,7 +52,7 @@ def stamp_path(argv: list[str], cwd: str) -> str:
 
 
 def eligible(argv: list[str]) -> bool:
-    """Plain label builds only: no wildcards, no --no-cache or --affected."""
+    """Label builds only (no recursive patterns), without --no-cache or --affected."""
     args = [a for a in argv if a != "build"]
     labels = [a for a in args if a.startswith(("//", ":"))]
     if not labels or any(m in a for a in labels for m in _PATTERN_MARKS):

@@ -235,4 +235,5 @@ def affected(loaded: Loaded, since: str, patterns: Sequence[str] = ("//...",)) -
     universe = resolve_labels(loaded, patterns)
     infos = analyze(loaded.graph, loaded.workspace, universe, {})  # file inputs only: no engine needed
     changed = changed_files(loaded.workspace.root, since)
-    return [label for label in affected_targets(loaded.graph, infos, changed) if label in set(universe)]
+    wanted = set(universe)
+    return [label for label in affected_targets(loaded.graph, infos, changed) if label in wanted]

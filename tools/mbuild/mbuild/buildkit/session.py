@@ -86,7 +86,10 @@ class Session:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="session"),
             options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE)],
+                     ("grpc.max_receive_message_length", MAX_MESSAGE),
+                     # A local source's include patterns arrive as call metadata,
+                     # one per file: well past gRPC's default 16 KiB of headers.
+                     ("grpc.max_metadata_size", 64 * 1024 * 1024)],
         )
         server.add_generic_rpc_handlers((_health_handler(),))
         for svc in self._services:

@@ -32,7 +32,7 @@ RACY_MARGIN_NS = 2_000_000_000  # mtime granularity on the coarsest filesystems
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileDigest:
     path: str  # workspace-relative
     sha256: str  # hex; for symlinks, the digest of the link target text
