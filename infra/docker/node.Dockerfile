@@ -20,7 +20,7 @@ ENV COREPACK_HOME=/opt/corepack \
     npm_config_update_notifier=false
 RUN --mount=type=secret,id=cacert,target=/etc/ssl/certs/ca-certificates.crt \
     NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
-    sh -c 'corepack enable && corepack prepare "$PNPM_SPEC" --activate'
+    sh -c 'corepack enable && for i in 1 2 3; do corepack prepare "$PNPM_SPEC" --activate && exit 0; sleep 2; done; exit 1'
 WORKDIR /app
 # Only the manifests: this layer (and the install) is reused until they change.
 COPY package.json pnpm-lock.yaml pnpm-workspace.yaml ./

@@ -51,14 +51,13 @@ def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = Non
 
 
 def resolve_labels(loaded: Loaded, patterns: Sequence[str]) -> list[Label]:
-    labels: list[Label] = []
+    labels: dict[Label, None] = {}  # ordered and unique: a list scan would be quadratic
     for text in patterns:
         for label in loaded.graph.resolve(text, loaded.current_package):
-            if label not in labels:
-                labels.append(label)
+            labels[label] = None
     if not labels:
         raise ConfigError(f"no targets match {' '.join(patterns)}; list them with: mbuild query //...")
-    return labels
+    return list(labels)
 
 
 def warn_unpinned(workspace: Workspace, names: set[str]) -> None:

@@ -81,10 +81,7 @@ class RuleContext:
     def source(self, files: Iterable[str], name: str | None = None) -> llb.State:
         """A local source holding exactly these workspace files at their paths."""
         files = tuple(sorted(set(files)))
-        missing = [f for f in files if not (self.workspace.root / f).exists()]
-        if missing:
-            raise self.error(f"source file {missing[0]} does not exist; create it or fix the filegroup")
-        self._sources.update(files)
+        self._sources.update(files)  # a missing one is reported, at this target's line, when digested
         return llb.local(
             WORKSPACE_LOCAL,
             include=files,

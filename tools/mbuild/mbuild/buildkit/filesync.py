@@ -274,7 +274,12 @@ class _Sender:
         self._start(self._read, "read")  # last: it may join the others
         try:
             while True:
-                item = self._out.get()
+                try:
+                    item = self._out.get(timeout=0.5)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return  # cancelled: the call ends instead of waiting forever
+                    continue
                 if item is _END:
                     return
                 if type(item) is list:
@@ -298,6 +303,7 @@ class _Sender:
     def _cancel(self) -> None:
         self._stop.set()
         self._stop_workers()
+
 
     # ---------------------------------------------------------------- walker
 

@@ -27,7 +27,9 @@ def _pnpm_install(ctx: RuleContext):
         .with_env("npm_config_update_notifier", "false")
     )
     st = st.run(
-        ["/bin/sh", "-c", f"corepack enable && corepack prepare {spec} --activate"],
+        # Downloads through proxies do reset now and then: try three times.
+        ["/bin/sh", "-c", f"corepack enable && for i in 1 2 3; do corepack prepare {spec} --activate && exit 0; "
+                          "sleep 2; done; exit 1"],
         **ctx.fetching(),
         name=f"[{ctx.label}] corepack: pnpm {version}",
     ).root()
