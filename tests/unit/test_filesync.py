@@ -185,29 +185,6 @@ def test_several_filters_all_apply(tmp_path):
 # ------------------------------------------------------- FileSync round trip
 
 
-@pytest.fixture
-def sock_dir():
-    d = tempfile.mkdtemp(prefix="mbfs-")  # short: unix socket paths are limited to 107 bytes
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def serve(sock_dir):
-    servers = []
-
-    def start(servicer) -> grpc.Channel:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-        servicer.register(server)
-        addr = f"unix:{sock_dir}/s{len(servers)}.sock"
-        server.add_insecure_port(addr)
-        server.start()
-        servers.append(server)
-        return grpc.insecure_channel(addr)
-
-    yield start
-    for s in servers:
-        s.stop(None)
 
 
 class Daemon:

@@ -7,10 +7,7 @@ import os
 import queue
 import tarfile
 import time
-import shutil
 import stat
-import tempfile
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -24,24 +21,6 @@ P = fsutil_pb2.Packet
 METHOD = "/moby.filesync.v1.FileSend/DiffCopy"
 
 
-@pytest.fixture
-def serve():
-    d = tempfile.mkdtemp(prefix="mbfs-")
-    servers = []
-
-    def start(servicer) -> grpc.Channel:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        servicer.register(server)
-        addr = f"unix:{d}/s{len(servers)}.sock"
-        server.add_insecure_port(addr)
-        server.start()
-        servers.append(server)
-        return grpc.insecure_channel(addr)
-
-    yield start
-    for s in servers:
-        s.stop(None)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def tar_bytes(size: int = 300_000) -> bytes:
