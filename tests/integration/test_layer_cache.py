@@ -16,15 +16,22 @@ from .workspaces import make_workspace, remove_workspace_images
 pytestmark = [pytest.mark.engine, pytest.mark.servers]
 
 
-def test_registry_layer_cache_survives_a_pruned_engine(tmp_path, docker_sdk, run_id, buildkit):
-    suffix = f"lc{run_id}{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]}"
+@pytest.mark.parametrize("kind", ["registry", "local"])
+def test_layer_cache_survives_a_pruned_engine(tmp_path, docker_sdk, run_id, buildkit, kind):
+    suffix = f"lc{kind[0]}{run_id}{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]}"
     ws = make_workspace(tmp_path / "ws", tmp_path / "cache", suffix)
-    ref = f"{REGISTRY}/mbuild-test/layer-cache-{suffix}:{{target}}"
+    if kind == "registry":
+        ref = f"{REGISTRY}/mbuild-test/layer-cache-{suffix}:{{target}}"
+        export, load = f'ref = "{ref}"\nmode = "max"', f'ref = "{ref}"'
+    else:  # a directory in OCI layout, relative to the workspace
+        export, load = 'dest = "layer-cache/{target}"\nmode = "max"', 'src = "layer-cache/{target}"'
     with (ws.root / "WORKSPACE.toml").open("a") as f:
-        f.write(f'\n[[cache.buildkit.export]]\ntype = "registry"\nref = "{ref}"\nmode = "max"\n'
-                f'\n[[cache.buildkit.import]]\ntype = "registry"\nref = "{ref}"\n')
+        f.write(f'\n[[cache.buildkit.export]]\ntype = "{kind}"\n{export}\n'
+                f'\n[[cache.buildkit.import]]\ntype = "{kind}"\n{load}\n')
     try:
         first = ws.build_json("//images:app")["//images:app"]
+        if kind == "local":
+            assert (ws.root / "layer-cache" / "images-app" / "index.json").exists()
         first_layers = docker_sdk.images.get(ws.names["app"]).attrs["RootFS"]["Layers"]
         ours = f'description~="{suffix}"'  # only this test's own records
         records = buildkit.disk_usage([ours])

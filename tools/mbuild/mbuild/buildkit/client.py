@@ -17,6 +17,7 @@ cancels the solve on the daemon and closes the session before re-raising.
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import threading
@@ -144,6 +145,48 @@ def _definition_pb(definition: object, unique: str) -> ops_pb2.Definition:
     if getattr(definition, "is_empty", False):
         raise BuildFailure("nothing to build: the result is an empty filesystem (scratch)")
     return definition.to_pb()  # type: ignore[attr-defined]
+
+
+def _local_caches(imports: Sequence[CacheEntry], exports: Sequence[CacheEntry]):
+    """Resolve ``local`` cache entries (directories in OCI layout on this machine).
+
+    BuildKit reads and writes them through a content store the session serves,
+    named ``local:<dir>``; the importer needs the manifest digest, which the
+    directory's ``index.json`` records under a tag (default ``latest``).
+    Returns the entries to send, the stores to serve and the export tags.
+    """
+    from pathlib import Path
+
+    from .content import read_tag, store_id
+
+    stores: dict[str, Path] = {}
+    tags: dict[Path, str] = {}
+    out_imports, out_exports = [], []
+    for entry in imports:
+        if entry.type != "local":
+            out_imports.append(entry)
+            continue
+        attrs = dict(entry.attrs)
+        src = attrs.get("src", "")
+        digest = read_tag(Path(src), attrs.pop("tag", "latest")) if src else None
+        if digest is None:
+            continue  # nothing exported there yet
+        attrs["digest"] = digest
+        stores[store_id(src)] = Path(src)
+        out_imports.append(CacheEntry("local", attrs))
+    for entry in exports:
+        if entry.type != "local":
+            out_exports.append(entry)
+            continue
+        attrs = dict(entry.attrs)
+        dest = attrs.get("dest", "")
+        if not dest:
+            raise BuildFailure("a local cache export needs dest (a directory)")
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        tags[Path(dest)] = attrs.pop("tag", "latest")
+        stores[store_id(dest)] = Path(dest)
+        out_exports.append(CacheEntry("local", attrs))
+    return out_imports, out_exports, stores, tags
 
 
 def _ignoring_cache(pb: ops_pb2.Definition) -> ops_pb2.Definition:
@@ -292,6 +335,11 @@ class Client:
         services = [FileSyncServicer(request.local_dirs), AuthService(), SecretsService(request.secrets)]
         if streamed:
             services.append(FileSendServicer({i: (e.type, e.output) for i, e in streamed.items()}))
+        cache_imports, cache_exports, stores, tags = _local_caches(request.cache_imports, request.cache_exports)
+        if stores:
+            from .content import ContentStoreService
+
+            services.append(ContentStoreService(stores))
         tracker = progress.StatusTracker()
         events: "queue.Queue[object]" = queue.Queue()
 
@@ -309,9 +357,9 @@ class Client:
             if request.exports:  # daemons before 0.13 read only the first exporter, here
                 solve_req.ExporterDeprecated = request.exports[0].type
                 solve_req.ExporterAttrsDeprecated.update(dict(request.exports[0].attrs))
-            for c in request.cache_imports:
+            for c in cache_imports:
                 solve_req.Cache.Imports.add(Type=c.type, Attrs=dict(c.attrs))
-            for c in request.cache_exports:
+            for c in cache_exports:
                 solve_req.Cache.Exports.add(Type=c.type, Attrs=dict(c.attrs))
 
             future = self._control.Solve.future(solve_req)
@@ -365,6 +413,12 @@ class Client:
             finally:
                 status_call.cancel()
 
+        manifest = response.ExporterResponse.get("cache.manifest")
+        if tags and manifest:
+            from .content import write_tag
+
+            for directory, tag in tags.items():
+                write_tag(directory, tag, json.loads(manifest))
         kinds = _op_kinds(pb)
         steps = tuple(StepSummary(v.digest, v.name, v.cached, v.duration, kinds[v.digest] == "source")
                       for v in tracker.steps(set(kinds)))

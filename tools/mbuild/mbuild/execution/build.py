@@ -227,8 +227,7 @@ class Executor:
             on_event=sink,
         )
 
-    @staticmethod
-    def _layer_cache(entries, label: Label) -> tuple:
+    def _layer_cache(self, entries, label: Label) -> tuple:
         """BuildKit cache import/export entries, with ``{target}`` filled in."""
         from ..buildkit.client import CacheEntry
 
@@ -236,6 +235,9 @@ class Executor:
         out = []
         for entry in entries:
             attrs = {k: v.replace("{target}", target) for k, v in entry.items() if k != "type"}
+            for key in ("dest", "src") if entry["type"] == "local" else ():
+                if key in attrs:
+                    attrs[key] = str(self.workspace.root / attrs[key])  # relative to the workspace
             out.append(CacheEntry(entry["type"], attrs))
         return tuple(out)
 

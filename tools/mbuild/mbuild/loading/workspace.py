@@ -43,7 +43,8 @@ Every key is optional; unknown keys are errors (so typos are caught)::
 
     # BuildKit's layer cache, so steps an action cache miss re-runs can still
     # reuse layers: exported after each solve, imported before. Types:
-    # "registry" (attrs ref, mode=min|max, …) and "inline" (export only).
+    # "registry" (attrs ref, mode=min|max, …), "inline" (export only) and
+    # "local" (a directory in OCI layout: dest / src, relative to the root, tag).
     # "{target}" in a value is replaced by the target (e.g. infra-python_runtime).
     [[cache.buildkit.export]]
     type = "registry"
@@ -280,7 +281,7 @@ def _type_name(value: Any) -> str:
 
 _TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch", "images", "registry", "cache")
 _CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers", "buildkit")
-_BUILDKIT_CACHE_TYPES = ("registry", "inline")
+_BUILDKIT_CACHE_TYPES = ("registry", "inline", "local")
 
 
 def parse_workspace(text: str, root: Path) -> Workspace:
