@@ -80,7 +80,7 @@ def _mbuild_files() -> list[str]:
 # ------------------------------------------------------------------ engine
 
 
-def _engine_image_ids(refs: list[str], socket_path: str = "/var/run/docker.sock") -> list[str | None]:
+def engine_image_ids(refs: list[str], socket_path: str = "/var/run/docker.sock") -> list[str | None]:
     """The engine's image id for each ref (None when absent or unreadable).
 
     Plain HTTP/1.0 on raw sockets, all requests sent before any answer is
@@ -120,10 +120,6 @@ def _engine_image_ids(refs: list[str], socket_path: str = "/var/run/docker.sock"
         finally:
             s.close()
     return out
-
-
-def _engine_image_id(ref: str) -> str | None:
-    return _engine_image_ids([ref])[0]
 
 
 # ------------------------------------------------------------------ writing
@@ -202,7 +198,7 @@ def try_noop(argv: list[str]) -> dict | None:
     if not doc["images"]:
         return doc["report"]
     refs = list(doc["images"])
-    if _engine_image_ids(refs) != [doc["images"][r] for r in refs]:
+    if engine_image_ids(refs) != [doc["images"][r] for r in refs]:
         return None
     return doc["report"]
 

@@ -89,9 +89,7 @@ def engine_options(workspace: Workspace) -> dict[str, str]:
     options = {"exporter": "image", "mediatypes": "oci"}
     # An explicit epoch changes the bytes of every image; the default one (the
     # last commit's time) is left out, or every commit would rebuild everything.
-    explicit = workspace.source_date_epoch
-    if explicit is None and os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit():
-        explicit = int(os.environ["SOURCE_DATE_EPOCH"])
+    explicit = explicit_epoch(workspace)
     if explicit is not None:
         options["source_date_epoch"] = str(explicit)
     return options
@@ -109,18 +107,24 @@ def keys_for(loaded: Loaded, analysed: Analysed, store):
         stat_cache.close()
 
 
-def source_date_epoch(workspace: Workspace) -> int | None:
-    """WORKSPACE.toml's source_date_epoch, else $SOURCE_DATE_EPOCH, else the last commit's time."""
-    from .vcs import last_commit_time
-
+def explicit_epoch(workspace: Workspace) -> int | None:
+    """WORKSPACE.toml's source_date_epoch, else $SOURCE_DATE_EPOCH, else None."""
     if workspace.source_date_epoch is not None:
         return workspace.source_date_epoch
     env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if env:
-        if not env.isdigit():
-            raise ConfigError(f"SOURCE_DATE_EPOCH={env!r}: use seconds since 1970 (e.g. $(git log -1 --format=%ct))")
-        return int(env)
-    return last_commit_time(workspace.root)
+    if not env:
+        return None
+    if not env.isdigit():
+        raise ConfigError(f"SOURCE_DATE_EPOCH={env!r}: use seconds since 1970 (e.g. $(git log -1 --format=%ct))")
+    return int(env)
+
+
+def source_date_epoch(workspace: Workspace) -> int | None:
+    """The explicit epoch (see :func:`explicit_epoch`), else the last commit's time."""
+    from .vcs import last_commit_time
+
+    explicit = explicit_epoch(workspace)
+    return explicit if explicit is not None else last_commit_time(workspace.root)
 
 
 def open_remote(workspace: Workspace, store, url: str | None, upload: bool | None):
@@ -186,12 +190,11 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[st
         files.extend(os.path.join(root, src) for src in info.sources)
     skip_extra = [Path(loaded.workspace.output_dir).name]
     dirs = fastpath.glob_dirs(root, list(loaded.graph.packages), lambda d: is_skipped_dir(d, skip_extra))
-    images = {}
-    for name in analysed.bases:
-        image_id = fastpath._engine_image_id(loaded.workspace.images[name].pinned_ref)
-        if image_id is None:
-            return
-        images[loaded.workspace.images[name].pinned_ref] = image_id
+    refs = [loaded.workspace.images[name].pinned_ref for name in analysed.bases]
+    ids = fastpath.engine_image_ids(refs)
+    if None in ids:
+        return
+    images = dict(zip(refs, ids))
     outputs = {}
     for o in outcomes:
         if o.image and o.manifest_digest:

@@ -95,14 +95,20 @@ class StatCache:
         return out
 
     def digest_files(self, root: Path, relpaths: Iterable[str]) -> dict[str, FileDigest]:
-        """Digest each workspace-relative path (files or symlinks)."""
+        """Digest each workspace-relative path (files or symlinks).
+
+        A missing file raises FileNotFoundError naming its relative path.
+        """
         base = f"{root}/"
         absolute = {rel: base + rel for rel in relpaths}
         known = self._known(list(absolute.values()))
         now = time.time_ns()
         out: dict[str, FileDigest] = {}
         for rel, path in absolute.items():
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(2, "no such source file", rel) from None
             if statmod.S_ISLNK(st.st_mode):
                 target = os.readlink(path)
                 out[rel] = FileDigest(rel, hashlib.sha256(target.encode()).hexdigest(), len(target), False, True)

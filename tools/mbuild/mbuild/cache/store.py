@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..atomicfile import write_bytes
 from .keys import canonical
 
 
@@ -53,19 +54,6 @@ class ActionRecord:
         doc = dict(doc)
         doc["blobs"] = tuple(doc.get("blobs") or ())
         return cls(**doc)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class LocalStore:
@@ -116,8 +104,8 @@ class LocalStore:
     def put(self, record: ActionRecord, workspace: str) -> None:
         body = record.to_json()
         doc = {"record": body, "sha256": hashlib.sha256(canonical(body)).hexdigest()}
-        _write_atomic(self._ac(record.key), canonical(doc))
-        _write_atomic(self._last(workspace, record.label), canonical({"key": record.key}))
+        write_bytes(self._ac(record.key), canonical(doc))
+        write_bytes(self._last(workspace, record.label), canonical({"key": record.key}))
 
     def last(self, workspace: str, label: str) -> ActionRecord | None:
         try:
@@ -132,7 +120,7 @@ class LocalStore:
         sha = hashlib.sha256(data).hexdigest()
         path = self.blob_path(sha)
         if not path.exists():
-            _write_atomic(path, data)
+            write_bytes(path, data)
         return sha
 
     def put_blob_file(self, source: Path, sha256: str | None = None) -> str:

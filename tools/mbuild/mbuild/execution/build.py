@@ -73,9 +73,8 @@ def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases:
     try:
         files = stat_cache.digest_files(workspace.root, sources)
     except FileNotFoundError as e:
-        missing = str(e.filename)
-        owner = next((i for i in infos.values() if any(missing.endswith("/" + s) for s in i.sources)), None)
-        rel = next((s for s in owner.sources if missing.endswith("/" + s)), missing) if owner else missing
+        rel = e.filename  # workspace-relative (digest_files says which)
+        owner = next((i for i in infos.values() if rel in i.sources), None)
         where = f"{owner.location}: {owner.label}: " if owner and owner.location else ""
         raise ConfigError(f"{where}source file {rel} does not exist; create it or fix the target's srcs") from None
     base_digests = {name: b.digest for name, b in bases.items()}
@@ -274,25 +273,28 @@ class Executor:
         digests = [f"{dep}={self._built[dep].manifest_digest}" for dep in sorted(gen.image_deps)]
         return hashlib.sha256("\n".join([key, *digests]).encode()).hexdigest()
 
+    def _restore_file(self, record: ActionRecord | None, rel: str, path: Path) -> bool:
+        """Write a cached result's file to ``path``; False when the record has none."""
+        data = self.store.read_blob(record.files[rel]) if record is not None and rel in record.files else None
+        if data is None:
+            return False
+        write_atomic(path, data)  # no-op when the file is intact
+        return True
+
     def _write(self, label: Label, key: str) -> TargetOutcome:
         info = self.infos[label]
         t0 = time.monotonic()
         gen = info.generated
         path = self._output_path(gen.path)
         rel = str(path.relative_to(self.workspace.root)) if path.is_relative_to(self.workspace.root) else str(path)
-        for source in ("local-cache", "remote-cache"):
-            if self.no_cache:
-                break
-            if source == "local-cache":
-                record = self.store.get(key)
-            else:
-                record = self.remote.fetch(key) if self.remote else None
-            data = self.store.read_blob(record.files[rel]) if record is not None and rel in record.files else None
-            if data is not None:
-                write_atomic(path, data)  # no-op when the file is intact
-                if source == "remote-cache":
-                    self.store.put(record, self.workspace.name)
-                return self._outcome(info, record, cached=True, t0=t0, source=source)
+        if not self.no_cache:
+            record = self.store.get(key)
+            if self._restore_file(record, rel, path):
+                return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
+            record = self.remote.fetch(key) if self.remote else None
+            if self._restore_file(record, rel, path):
+                self.store.put(record, self.workspace.name)
+                return self._outcome(info, record, cached=True, t0=t0, source="remote-cache")
         data = gen.render({dep: self._built[dep] for dep in gen.image_deps})
         write_atomic(path, data)
         sha = self.store.put_blob_bytes(data)
