@@ -141,6 +141,23 @@ def test_connections_are_reused_and_stale_ones_retried(server, tmp_path):
     r.close()
 
 
+def test_a_retry_never_lands_on_another_stale_connection(server):
+    """After a server restart every idle pooled connection is dead: the
+    retry must open a new one, not take the next dead one from the pool."""
+    r = open_remote(f"http://127.0.0.1:{server.port}/")
+    b = BlobRef.of_bytes(b"x")
+    server.drop_after_reply = True
+    stale = [r._new_conn() for _ in range(3)]
+    for conn in stale:  # each answers once, and the server closes it after
+        conn.request("HEAD", "/cas/" + b.hash)
+        conn.getresponse().read()
+    for conn in stale:
+        r._give_back(conn)
+    assert len(r._pool) == 3
+    assert r.find_missing([b]) == {b}
+    r.close()
+
+
 def test_wrong_length_means_missing_or_corrupt(server, tmp_path):
     data = b"0123456789"
     b = BlobRef.of_bytes(data)

@@ -228,10 +228,13 @@ class HttpCache:
         conn._create_connection = _connector(self.connect_timeout, self.timeout)  # type: ignore[attr-defined]
         return conn
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop(), True
+    def _take(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection (``reused`` True) or, when the pool is empty
+        or ``fresh`` is asked for, a new one."""
+        if not fresh:
+            with self._lock:
+                if self._pool:
+                    return self._pool.pop(), True
         return self._new_conn(), False
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
@@ -257,7 +260,9 @@ class HttpCache:
         :class:`RemoteError`; a kept-alive connection the server has since
         closed is retried once on a fresh one."""
         for attempt in (0, 1):
-            conn, reused = self._take()
+            # The retry never takes from the pool: the other idle connections
+            # there are likely as stale as the one that just failed.
+            conn, reused = self._take(fresh=attempt == 1)
             try:
                 reply = self._send(conn, method, path, deadline, body, length, headers)
             except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as e:
