@@ -20,6 +20,15 @@ BASE_IMAGE = "mbuild-test/base:bookworm"  # made by scripts/env-up (Debian 12 + 
 REGISTRY = "127.0.0.1:5000"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def usual_umask():
+    """Tests that create files without a mode expect 0644/0755, as a CI runner
+    with umask 002 would not give them."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     return secrets.token_hex(4)

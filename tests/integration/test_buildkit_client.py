@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -285,11 +286,17 @@ def test_ctrl_c_cancels_the_solve_and_exits_promptly(tmp_path, base_image_config
             bk.solve(SolveRequest(definition=st), on_event=lambda ev: print(type(ev).__name__, flush=True))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    seen = ""
-    while "VertexLog" not in seen and time.monotonic() < deadline:
-        seen += proc.stdout.readline()
-    assert "VertexLog" in seen, "the step never started"
+    started = threading.Event()
+
+    def watch() -> None:  # readline blocks: a silent child must not hang the test
+        for line in proc.stdout:
+            if "VertexLog" in line:
+                started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not started.wait(120):
+        proc.kill()
+        pytest.fail(f"the step never started: {proc.stderr.read()[-2000:]}")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)

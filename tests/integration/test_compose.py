@@ -112,7 +112,7 @@ def test_up_runs_both_services_as_uid_1000(compose_file, monorepo_build, run_id,
         up = compose(compose_file, "up", "-d", "--pull", "never", project=project)
         assert up.returncode == 0, f"docker compose up failed:\n{up.stderr}"
         for service, (label, container_name, port) in SERVICES.items():
-            body = wait_for_health(f"http://127.0.0.1:{port}/health", seconds=20, container=container_name)
+            body = wait_for_health(f"http://127.0.0.1:{port}/health", container=container_name)
             assert body["status"] == "ok", body
             uid = subprocess.run(["docker", "exec", container_name, "id", "-u"], capture_output=True, text=True)
             assert uid.stdout.strip() == "1000", uid

@@ -316,7 +316,7 @@ def test_seed_decision(check, built):
                          ids=["python", "node"])
 def test_runtime_serves_health(monorepo_build, containers, label, port, service):
     name, host_port = containers.run(monorepo_build.image(label), port, service)
-    body = wait_for_health(f"http://127.0.0.1:{host_port}/health", seconds=20, container=name)
+    body = wait_for_health(f"http://127.0.0.1:{host_port}/health", container=name)
     assert body["status"] == "ok"
     assert body["service"] == service
 

@@ -352,7 +352,7 @@ def test_large_files_stream_in_chunks_and_interleave_with_stats(tmp_path, serve,
     assert max(daemon.chunks) == CHUNK_SIZE
     assert len(daemon.stats) == 1001
     # REQs were answered while the walk was still going
-    assert daemon.stat_ids_at_first_data == 2
+    assert daemon.stat_ids_at_first_data in (1, 2)  # 1 when a stall sent STAT 0 alone
 
 
 def test_unknown_dir_is_not_found(tmp_path, serve):

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mbuild.buildkit.filesend import FileSendServicer
+from mbuild.buildkit.filesend import _CANCEL_GRACE_LONG, FileSendServicer
 from mbuild.buildkit.fswalk import MODE_DIR, MODE_SYMLINK, to_stat, walk
 from mbuild.buildkit.proto import filesync_pb2, fsutil_pb2
 
@@ -50,7 +50,7 @@ def test_tar_is_written_atomically(tmp_path, serve):
     data = tar_bytes()
     t = time.monotonic()
     assert send_tar(channel, split(data), [("buildkit-attachable-exporter-id", "1")]) == []
-    assert time.monotonic() - t < 1.5  # a complete tar stream needs only the short cancel check
+    assert time.monotonic() - t < _CANCEL_GRACE_LONG  # a complete tar stream needs only the short cancel check
     assert out.read_bytes() == data
     assert not (tmp_path / "other.tar").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["image.tar"]  # no temp file left
@@ -61,20 +61,29 @@ def test_tar_is_written_atomically(tmp_path, serve):
 
 def test_cancelled_tar_leaves_nothing(tmp_path, serve):
     out = tmp_path / "image.tar"
-    channel = serve(FileSendServicer({0: ("docker", out)}))
+    svc = FileSendServicer({0: ("docker", out)})
+    channel = serve(svc)
     call = channel.stream_stream(METHOD, request_serializer=filesync_pb2.BytesMessage.SerializeToString,
                                  response_deserializer=filesync_pb2.BytesMessage.FromString)
 
     def chunks():
         yield filesync_pb2.BytesMessage(data=b"x" * 1000)
+        # Go away only once the handler holds a partial file, so that there is one to clean up.
+        for _ in range(500):
+            if svc.bytes_received.get(0):
+                break
+            time.sleep(0.01)
+        partial.extend(p.name for p in tmp_path.iterdir() if p.suffix == ".part")
         raise RuntimeError("daemon went away")
 
+    partial: list[str] = []
     with pytest.raises(grpc.RpcError):
         list(call(chunks(), metadata=[("buildkit-attachable-exporter-id", "0")], timeout=10))
     for _ in range(100):
         if not list(tmp_path.iterdir()):
             break
         time.sleep(0.05)
+    assert partial, "the handler never held a partial file: nothing was tested"
     assert list(tmp_path.iterdir()) == []
 
 

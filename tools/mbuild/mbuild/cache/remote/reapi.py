@@ -73,6 +73,7 @@ _NOT_FOUND = 5  # google.rpc.Code
 # ("Concurrent RPC limit exceeded") when more calls are in flight than its
 # thread pool takes. Retried with backoff within the call's deadline.
 RETRY_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED})
+_MIN_ATTEMPT = 0.05  # seconds: the least time worth starting one more attempt with
 T = TypeVar("T")
 
 
@@ -284,7 +285,9 @@ class ReapiCache:
                 return attempt(max(deadline.remaining(), 0.001))
             except grpc.RpcError as e:
                 pause = delay * (0.5 + random.random())
-                if e.code() not in RETRY_CODES or deadline.remaining() <= pause + 0.01:
+                # Another attempt needs time to answer: with less than
+                # _MIN_ATTEMPT left it would only turn this error into a timeout.
+                if e.code() not in RETRY_CODES or deadline.remaining() <= pause + _MIN_ATTEMPT:
                     raise
                 time.sleep(pause)
                 delay = min(delay * 2, 0.5)
