@@ -137,6 +137,10 @@ class SolveError(BuildFailure):
         return "\n".join(lines)
 
 
+_SOLVED = object()  # queued when the Solve call returns
+_STATUS_TAIL = 5.0  # seconds the status stream may trail the solve
+
+
 def _definition_pb(definition: object, unique: str) -> ops_pb2.Definition:
     if isinstance(definition, ops_pb2.Definition):
         return definition
@@ -364,6 +368,10 @@ class Client:
 
             future = self._control.Solve.future(solve_req)
             status_call = self._control.Status(control_pb2.StatusRequest(Ref=ref))
+            # Both the status stream and the solve report into one queue, so
+            # the wait ends the moment both are over: no polling interval is
+            # added to every build.
+            future.add_done_callback(lambda _f: events.put(_SOLVED))
 
             def read_status() -> None:
                 try:
@@ -377,28 +385,29 @@ class Client:
             reader = threading.Thread(target=read_status, daemon=True, name="status")
             reader.start()
 
-            def drain(block: bool) -> bool:
-                """Hand queued status to the tracker; False once the stream ended."""
-                while True:
+            def pump() -> None:
+                """Hand status to the tracker until the stream has ended and
+                the solve has returned; the stream's tail gets _STATUS_TAIL
+                seconds after the solve."""
+                stream_open, solved_at = True, None
+                while stream_open or solved_at is None:
                     try:
-                        item = events.get(timeout=0.1) if block else events.get_nowait()
+                        item = events.get(timeout=0.25)  # a timeout keeps Ctrl-C responsive
                     except queue.Empty:
-                        return True
-                    block = False
-                    if item is None:
-                        return False
-                    for ev in tracker.feed(item):
-                        if on_event:
-                            on_event(ev)
+                        if solved_at is not None and time.monotonic() - solved_at > _STATUS_TAIL:
+                            return
+                        continue
+                    if item is _SOLVED:
+                        solved_at = time.monotonic()
+                    elif item is None:
+                        stream_open = False
+                    else:
+                        for ev in tracker.feed(item):
+                            if on_event:
+                                on_event(ev)
 
             try:
-                while not future.done():
-                    drain(block=True)
-                # The status stream ends shortly after the solve; take its tail.
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline and drain(block=True):
-                    if not reader.is_alive() and events.empty():
-                        break
+                pump()
                 for ev in tracker.flush_logs():
                     if on_event:
                         on_event(ev)
