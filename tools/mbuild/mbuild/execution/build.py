@@ -15,6 +15,7 @@ For each job, in dependency order and in parallel where independent:
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class Executor:
     remote: RemoteActions | None = None
     _built: dict[Label, BuiltImage] = field(default_factory=dict)
     _client: object = None
+    _client_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ running
 
@@ -115,9 +117,12 @@ class Executor:
         return [results[label] for label in sorted(results)]
 
     def client(self):
-        if self._client is None:
-            self._client = self.connect()
-        return self._client
+        """The BuildKit client, opened by the first job that needs it (jobs
+        run in threads: one connection is shared, never two opened)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.connect()
+            return self._client
 
     def _run_job(self, job: Job) -> TargetOutcome:
         key = self.keys[job.label].key
