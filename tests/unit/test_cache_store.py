@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -131,3 +132,17 @@ def test_key_documents_and_their_differences():
     assert a.key != b.key and len(a.key) == 64
     assert KeyInputs(dict(a.doc)).key == a.key
     assert diff_inputs(a.doc, b.doc) == ["sources: x changed (f:1 -> f:2)", "sources: added y"]
+
+
+def test_explain_rendering_is_json_with_indent_2():
+    from mbuild.cache.keys import render
+
+    docs = [
+        {},
+        {"a": {}, "b": []},
+        {"sources": {f"p/{i}.py": f"f:{i:064x}" for i in range(50)}, "deps": {"//a:b": "0" * 64},
+         "attrs": {"srcs": ["a", "b"], "env": {"A": "é\"\n"}, "n": None}, "schema": 3, "flag": True,
+         "nested": {"x": {"y": [1, {"z": 1.5}]}}},
+    ]
+    for doc in docs:
+        assert render(doc) == json.dumps(doc, indent=2, sort_keys=True)

@@ -209,15 +209,13 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[st
 
 
 def explain_target(loaded: Loaded, target: Label) -> str:
-    import json as _json
-
-    from .cache.keys import diff_inputs
+    from .cache.keys import diff_inputs, render
     from .cache.store import LocalStore
 
     analysed = analyse(loaded, [target])
     store = LocalStore(loaded.workspace.cache.dir)
     inputs = keys_for(loaded, analysed, store)[target]
-    lines = [f"{target}: key {inputs.key}", _json.dumps(inputs.doc, indent=2, sort_keys=True)]
+    lines = [f"{target}: key {inputs.key}", render(inputs.doc)]
     last = store.last(loaded.workspace.name, str(target))
     if last is None:
         lines.append(f"no earlier build of {target} is recorded in {store.root}")

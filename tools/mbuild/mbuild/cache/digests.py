@@ -6,14 +6,16 @@ the file did: size, mtime (ns), ctime (ns) and inode. A file whose facts match
 is not reread.
 
 A file changed twice within the clock's resolution keeps its mtime; to stay
-correct, an entry is trusted only if the file's mtime is older than the
-moment its digest was recorded minus a safety margin ("racily clean" files,
-as git calls them, are rehashed until they age). ctime also changes on
-rename-over and chmod, which mtime alone would miss.
+correct, a digest is recorded only once the file's mtime is older than the
+moment of reading minus a safety margin ("racily clean" files, as git calls
+them, are rehashed until they age). ctime also changes on rename-over and
+chmod, which mtime alone would miss.
 
 The cache is a SQLite database (stdlib, safe for concurrent processes) in
-the cache folder. It holds absolute paths, but nothing derived from it does:
-only digests reach action keys. Written here rather than taken from a
+the cache folder, one row per file: its path, its stat facts packed into one
+small blob (compared as bytes, never unpacked) and its digest. A warm digest
+of 100,000 files reads them all in one scan. It holds absolute paths, but
+nothing derived from it does: only digests reach action keys. Written here rather than taken from a
 library because no maintained library offers a persistent stat cache.
 """
 
@@ -23,17 +25,20 @@ import hashlib
 import os
 import sqlite3
 import stat as statmod
+import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 RACY_MARGIN_NS = 2_000_000_000  # mtime granularity on the coarsest filesystems
 _CHUNK = 1 << 20
+_FACTS = struct.Struct("<qqqqq")  # size, mtime ns, ctime ns, inode, mode
+_TABLE = "files"  # (the first layout's table, "stat", is dropped on sight)
 
 
-@dataclass(frozen=True, slots=True)
-class FileDigest:
+class FileDigest(NamedTuple):
+    """One file's digest (a tuple: 100,000 of them are made per warm build)."""
+
     path: str  # workspace-relative
     sha256: str  # hex; for symlinks, the digest of the link target text
     size: int
@@ -65,34 +70,28 @@ class StatCache:
                 self._db = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER,"
-                    " ctime INTEGER, ino INTEGER, mode INTEGER, digest TEXT, recorded INTEGER)"
-                )
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (path TEXT PRIMARY KEY, facts BLOB, digest TEXT)")
+                if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'stat'").fetchone():
+                    self._db.execute("DROP TABLE IF EXISTS stat")
             except sqlite3.Error:
                 self._db = None  # a broken cache file means no cache, never a failed build
 
-    def _known(self, paths: list[str]) -> dict[str, tuple]:
+    def _known(self, paths: list[str]) -> dict[str, tuple[bytes, str]]:
+        """path -> (packed facts, digest) of the recorded ``paths`` (maybe more)."""
         if self._db is None or not paths:
             return {}
-        out: dict[str, tuple] = {}
         try:
             if len(paths) > 2000:  # many files: one scan beats thousands of lookups
-                wanted = set(paths)
-                for row in self._db.execute(
-                        "SELECT path, size, mtime, ctime, ino, mode, digest, recorded FROM stat"):
-                    if row[0] in wanted:
-                        out[row[0]] = row[1:]
-                return out
+                return {row[0]: row[1:] for row in self._db.execute(f"SELECT path, facts, digest FROM {_TABLE}")}
+            out: dict[str, tuple[bytes, str]] = {}
             for i in range(0, len(paths), 900):
                 chunk = paths[i:i + 900]
-                q = "SELECT path, size, mtime, ctime, ino, mode, digest, recorded FROM stat WHERE path IN (%s)" % (
-                    ",".join("?" * len(chunk)))
+                q = f"SELECT path, facts, digest FROM {_TABLE} WHERE path IN ({','.join('?' * len(chunk))})"
                 for row in self._db.execute(q, chunk):
                     out[row[0]] = row[1:]
+            return out
         except sqlite3.Error:
             return {}
-        return out
 
     def digest_files(self, root: Path, relpaths: Iterable[str]) -> dict[str, FileDigest]:
         """Digest each workspace-relative path (files or symlinks).
@@ -100,27 +99,31 @@ class StatCache:
         A missing file raises FileNotFoundError naming its relative path.
         """
         base = f"{root}/"
-        absolute = {rel: base + rel for rel in relpaths}
-        known = self._known(list(absolute.values()))
-        now = time.time_ns()
+        relpaths = list(relpaths)
+        known = self._known([base + rel for rel in relpaths])
+        aged = time.time_ns() - RACY_MARGIN_NS  # files modified before this may be recorded
         out: dict[str, FileDigest] = {}
-        for rel, path in absolute.items():
+        lstat, pack, islink, get = os.lstat, _FACTS.pack, statmod.S_ISLNK, known.get
+        for rel in relpaths:
+            path = base + rel
             try:
-                st = os.lstat(path)
+                st = lstat(path)
             except FileNotFoundError:
                 raise FileNotFoundError(2, "no such source file", rel) from None
-            if statmod.S_ISLNK(st.st_mode):
+            mode = st.st_mode
+            if islink(mode):
                 target = os.readlink(path)
                 out[rel] = FileDigest(rel, hashlib.sha256(target.encode()).hexdigest(), len(target), False, True)
                 continue
-            row = known.get(path)
-            facts = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
-            if row is not None and tuple(row[:5]) == facts and st.st_mtime_ns < row[6] - RACY_MARGIN_NS:
-                digest = row[5]
+            facts = pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode)
+            row = get(path)
+            if row is not None and row[0] == facts:
+                digest = row[1]
             else:
                 digest = hash_file(path)
-                self._pending.append((path, *facts, digest, now))
-            out[rel] = FileDigest(rel, digest, st.st_size, bool(st.st_mode & 0o111))
+                if st.st_mtime_ns < aged:
+                    self._pending.append((path, facts, digest))
+            out[rel] = FileDigest(rel, digest, st.st_size, bool(mode & 0o111))
         self.flush()
         return out
 
@@ -129,7 +132,7 @@ class StatCache:
             self._pending.clear()
             return
         try:
-            self._db.executemany("INSERT OR REPLACE INTO stat VALUES (?,?,?,?,?,?,?,?)", self._pending)
+            self._db.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES (?,?,?)", self._pending)
         except sqlite3.Error:
             pass
         self._pending.clear()

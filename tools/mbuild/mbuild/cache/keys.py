@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 from ..analysis.providers import TargetInfo
@@ -64,14 +65,41 @@ def canonical(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """``json.dumps(doc, indent=2, sort_keys=True)``, the same text, fast.
+
+    With an indent, the json module falls back to its pure-Python encoder,
+    which took 0.12 s for the 100,000 sources of a large filegroup. A flat
+    mapping (sources, deps) is written here by the C encoder, whose item
+    separator carries the newline and indent.
+    """
+    if not doc:
+        return "{}"
+    parts = []
+    for k in sorted(doc):
+        v = doc[k]
+        if isinstance(v, Mapping) and v and all(isinstance(x, _SCALARS) for x in v.values()):
+            body = json.dumps(v, sort_keys=True, separators=(",\n    ", ": "))[1:-1]
+            text = "{\n    " + body + "\n  }"
+        else:
+            text = json.dumps(v, indent=2, sort_keys=True).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(str(k))}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}"
+
+
 @dataclass(frozen=True)
 class KeyInputs:
     """Everything a key is made of, kept so ``mbuild explain`` can show it."""
 
     doc: Mapping[str, Any]
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """sha256 of the canonical document (computed once: a target's key is
+        read by each of its dependents, and the document can be large)."""
         return hashlib.sha256(canonical(self.doc)).hexdigest()
 
 
