@@ -146,3 +146,23 @@ def test_explain_rendering_is_json_with_indent_2():
     ]
     for doc in docs:
         assert render(doc) == json.dumps(doc, indent=2, sort_keys=True)
+
+
+def test_stat_cache_of_the_first_layout_is_replaced(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE stat (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER,"
+                " ino INTEGER, mode INTEGER, digest TEXT, recorded INTEGER)")
+    old.execute("INSERT INTO stat VALUES (?,?,?,?,?,?,?,?)", (str(tmp_path / "a"), 1, 1, 1, 1, 0o100644, "0" * 64, 1))
+    old.commit()
+    old.close()
+    (tmp_path / "a").write_text("a")
+    old_ns = time.time_ns() - 10 * RACY_MARGIN_NS
+    os.utime(tmp_path / "a", ns=(old_ns, old_ns))
+    cache = StatCache(db)
+    assert cache.digest_files(tmp_path, ["a"])["a"].sha256 == hashlib.sha256(b"a").hexdigest()
+    cache.close()
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"files"}
