@@ -159,3 +159,38 @@ def test_incremental_matches_from_scratch():
         assert matched == m.excluded(path), path
     assert [m.excluded(p) for p in ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/d", "q/x/y", "q/y"]] == [
         True, False, True, True, False, True, False]
+
+
+def test_index_of_exception_free_lists_agrees_with_the_ordered_scan():
+    """The set index for lists without ``!`` gives what the pattern-by-pattern
+    scan gives, for matches and for "could anything below match"."""
+    import random
+
+    rng = random.Random(7)
+    names = ["a", "b", "src", "x.py", "node_modules", "c.txt"]
+    kinds = ["{p}", "{p}/**", "**/{n}", "{p}/*", "*.py", "{p}*", "{p}/?", "[ab]/{n}", "../{n}", "{p}/"]
+
+    def path(depth):
+        return "/".join(rng.choice(names) for _ in range(depth))
+
+    for _ in range(300):
+        patterns = [rng.choice(kinds).format(p=path(rng.randint(1, 3)), n=rng.choice(names))
+                    for _ in range(rng.randint(1, 8))]
+        fast = IncludeMatcher(patterns)
+        slow = IncludeMatcher(patterns)
+        slow._index = None
+        assert fast._index is not None
+        for _ in range(30):
+            p = path(rng.randint(1, 4))
+            assert fast.matches(p) == slow.matches(p), (patterns, p)
+            assert fast.may_contain_match(p) == slow.may_contain_match(p), (patterns, p)
+
+
+def test_literal_includes_are_set_lookups():
+    files = [f"pkg/d{i // 100}/f{i}.py" for i in range(20_000)]
+    m = IncludeMatcher([*files, "extra/**"])
+    assert m._index.others_match and len(m._index.others) == 1  # only the glob is tried per path
+    assert all(m.matches(f) for f in files[::7]) and m.matches("extra/x/y")
+    assert not m.matches("pkg/d0/other.py")
+    assert m.may_contain_match("pkg/d3") and m.may_contain_match("pkg")
+    assert not m.may_contain_match("pkg/elsewhere")

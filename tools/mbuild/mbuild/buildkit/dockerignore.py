@@ -40,6 +40,13 @@ moby/patternmatcher in ways that change which files are sent:
 7. Python's ``$`` also matches before a trailing newline; we anchor with
    ``\\Z``.
 
+Lists without ``!`` exceptions (include lists above all: mbuild sends one
+pattern per source file, thousands for a large package) are matched through
+an index: literal patterns in a set, their parent directories in another, so
+a walk costs per entry about what one pattern costs, not one per pattern.
+The order of such a list cannot change a result, which is what makes the
+index exact.
+
 Not reproduced: escapes inside ``[...]`` classes, and Go's oddities for
 ``!`` patterns that ``filepath.Clean`` would rewrite.
 """
@@ -49,7 +56,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 
 __all__ = [
@@ -327,6 +334,37 @@ def _component_matcher(comp: str) -> Callable[[str], object]:
     return _glob_regex(comp).match
 
 
+def _dir_and_parents(path: str) -> Iterator[str]:
+    """``a/b/c`` -> ``a/b/c``, ``a/b``, ``a``."""
+    while path:
+        yield path
+        path = path.rpartition("/")[0]
+
+
+class _Index:
+    """Exception-free patterns, matched without a scan of the literal ones."""
+
+    __slots__ = ("literal", "literal_parents", "others", "others_match", "fsutil_literal", "fsutil_prefixes")
+
+    def __init__(self, pats: Sequence[_Pattern]) -> None:
+        literal = [q.text for q in pats if q.kind == _EXACT and not q.never]
+        self.literal = frozenset(literal)
+        self.literal_parents = frozenset(d for t in literal for d in _dir_and_parents(t.rpartition("/")[0]))
+        self.others = [q for q in pats if not (q.kind == _EXACT and not q.never)]
+        self.others_match = [q.match for q in self.others]
+        # fsutil's own test (see Matcher._could_match_below), precomputed
+        self.fsutil_literal = not any(c in q.stripped for q in pats for c in _FSUTIL_PATTERN_CHARS)
+        self.fsutil_prefixes = frozenset(d for q in pats for d in _dir_and_parents(q.stripped))
+
+    def match(self, path: str) -> bool:
+        return path in self.literal or any(m(path) for m in self.others_match)
+
+    def could_match_below(self, d: str, dparts: Sequence[str]) -> bool:
+        if self.fsutil_literal and d not in self.fsutil_prefixes:
+            return False
+        return d in self.literal_parents or any(q.could_match_below(dparts) for q in self.others)
+
+
 class Matcher:
     """An ordered list of ``.dockerignore`` patterns: the exclude side of a filter.
 
@@ -353,6 +391,7 @@ class Matcher:
         # (bit, exclusion, match) per pattern, for the hot loop
         self._hot = [(1 << i, q.exclusion, q.match) for i, q in enumerate(pats)]
         self.has_exceptions = any(q.exclusion for q in pats)
+        self._index = None if self.has_exceptions else _Index(pats)
 
     def __bool__(self) -> bool:
         return bool(self._pats)
@@ -368,6 +407,10 @@ class Matcher:
         Returns (matched, state); pass ``state`` on when matching the
         entries of ``path`` if it is a directory.
         """
+        if self._index is not None:  # no exceptions: any match, in any order
+            if parent_state or self._index.match(path):
+                return True, 1
+            return False, 0
         matched = False
         state = 0
         for bit, exclusion, match in self._hot:
@@ -407,6 +450,8 @@ class Matcher:
         if d in ("", "."):
             return any(q.exclusion == exclusion for q in self._pats)
         dparts = d.split("/")
+        if self._index is not None:
+            return not exclusion and self._index.could_match_below(d, dparts)
         dslash = d + "/"
         wanted = [q for q in self._pats if q.exclusion == exclusion]
         if not wanted:
