@@ -143,6 +143,8 @@ def test_explain_rendering_is_json_with_indent_2():
         {"sources": {f"p/{i}.py": f"f:{i:064x}" for i in range(50)}, "deps": {"//a:b": "0" * 64},
          "attrs": {"srcs": ["a", "b"], "env": {"A": "é\"\n"}, "n": None}, "schema": 3, "flag": True,
          "nested": {"x": {"y": [1, {"z": 1.5}]}}},
+        {True: 1, False: {"b": None}},
+        {1: {2: "x"}},
     ]
     for doc in docs:
         assert render(doc) == json.dumps(doc, indent=2, sort_keys=True)

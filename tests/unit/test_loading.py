@@ -341,6 +341,24 @@ def test_coerce_wrong_types(attr: str, value, expected: str) -> None:
     assert str(info.value).startswith(f"pkg/BUILD:7: {expected}")
 
 
+@pytest.mark.parametrize("value", ['{1: "a"}', '{True: "a", "b": "c"}', '{1: "a", "1": "b"}'])
+def test_dict_keys_reach_the_attribute_check_unchanged(tmp_path: Path, value: str) -> None:
+    """Values cross from Starlark as JSON, which would turn key 1 into "1"."""
+    write(tmp_path, {"pkg/BUILD": f'python_image(name = "a", base = "b", env = {value})\n'})
+    message = load_err(tmp_path)
+    assert message.startswith("pkg/BUILD:1: attribute 'env' of python_image must be a dict of string to string"), message
+
+
+def test_values_cross_from_starlark_intact(tmp_path: Path) -> None:
+    write(tmp_path, {"pkg/BUILD": 'python_image(name = "a", base = "b", port = 12345678901, '
+                                  'env = {"Z": "é✓", "A": "\\u2028"}, srcs = ["x"] + glob(["*.py"]))\n',
+                     "pkg/m.py": ""})
+    attrs = BuildFileLoader(tmp_path, SCHEMAS).load_package("pkg").targets["a"].attrs
+    assert attrs["port"] == 12345678901
+    assert list(attrs["env"].items()) == [("Z", "é✓"), ("A", "\u2028")]  # order kept
+    assert attrs["srcs"] == ("m.py", "x") or attrs["srcs"] == ("x", "m.py")
+
+
 def test_coerce_visibility() -> None:
     schema = SCHEMAS["py_lib"]
 
@@ -600,6 +618,7 @@ def test_glob_symlink_leaving_workspace_is_ignored(tmp_path: Path) -> None:
         ('glob("*.py")', "must be a list of patterns"),
         ('glob([])', "needs at least one pattern"),
         ('glob(["*.none"], allow_empty = False)', "matched no files"),
+        ('glob(["*.py"], [], True, 4)', "glob() takes at most 3 arguments"),
     ],
 )
 def test_glob_errors(tmp_path: Path, call: str, fragment: str) -> None:

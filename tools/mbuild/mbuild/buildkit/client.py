@@ -391,11 +391,11 @@ class Client:
                 seconds after the solve."""
                 stream_open, solved_at = True, None
                 while stream_open or solved_at is None:
+                    if solved_at is not None and time.monotonic() - solved_at > _STATUS_TAIL:
+                        return
                     try:
                         item = events.get(timeout=0.25)  # a timeout keeps Ctrl-C responsive
                     except queue.Empty:
-                        if solved_at is not None and time.monotonic() - solved_at > _STATUS_TAIL:
-                            return
                         continue
                     if item is _SOLVED:
                         solved_at = time.monotonic()

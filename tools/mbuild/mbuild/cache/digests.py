@@ -32,7 +32,7 @@ from typing import Iterable, NamedTuple
 
 RACY_MARGIN_NS = 2_000_000_000  # mtime granularity on the coarsest filesystems
 _CHUNK = 1 << 20
-_FACTS = struct.Struct("<qqqqq")  # size, mtime ns, ctime ns, inode, mode
+_FACTS = struct.Struct("<qqqQq")  # size, mtime ns, ctime ns, inode (unsigned: may use all 64 bits), mode
 _TABLE = "files"  # (the first layout's table, "stat", is dropped on sight)
 
 

@@ -76,8 +76,8 @@ def render(doc: Mapping[str, Any]) -> str:
     mapping (sources, deps) is written here by the C encoder, whose item
     separator carries the newline and indent.
     """
-    if not doc:
-        return "{}"
+    if not doc or not all(isinstance(k, str) for k in doc):
+        return json.dumps(doc, indent=2, sort_keys=True)
     parts = []
     for k in sorted(doc):
         v = doc[k]
@@ -86,7 +86,7 @@ def render(doc: Mapping[str, Any]) -> str:
             text = "{\n    " + body + "\n  }"
         else:
             text = json.dumps(v, indent=2, sort_keys=True).replace("\n", "\n  ")
-        parts.append(f"  {json.dumps(str(k))}: {text}")
+        parts.append(f"  {json.dumps(k)}: {text}")
     return "{\n" + ",\n".join(parts) + "\n}"
 
 

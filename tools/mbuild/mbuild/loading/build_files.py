@@ -22,7 +22,7 @@ else can read files, the environment or the clock.
 
 How call sites are found: every evaluated file gets one extra first line that
 loads the rule functions from a generated prelude module; each rule function
-there is ``def kind(**kwargs): _mbuild_rule("kind", call_stack(), json.encode(kwargs))``,
+there is ``def kind(**kwargs): _mbuild_rule("kind", call_stack(), ...kwargs...)``,
 so the call stack gives the BUILD file line of the call (the outermost frame,
 also for rules called from macros). Line numbers are shifted back by one in
 every location and error message.
@@ -206,8 +206,20 @@ class BuildFileLoader:
         module.add_callable(_GLOB_CALLBACK, _named("glob", self._glob))
         for name, fn in (("package_name", self._package_name), ("package", self._package)):
             module.add_callable(name, _named(name, fn))
-        src = "".join(
-            f"def {name}(**kwargs):\n    {_RULE_CALLBACK}({_quote(name)}, call_stack(), json.encode(kwargs))\n"
+        # A dict with a key that is not a string would come out of json.encode
+        # with the key turned into one ({1: "a"} -> {"1": "a"}); such values
+        # cross the plain way, so that the attribute check sees the real key.
+        src = (
+            "def _odd(v):\n"
+            "    return type(v) == 'dict' and any([type(k) != 'string' for k in v])\n"
+            "def _json(kwargs):\n"
+            "    return json.encode({k: v for k, v in kwargs.items() if not _odd(v)})\n"
+            "def _raw(kwargs):\n"
+            "    return {k: v for k, v in kwargs.items() if _odd(v)}\n"
+        )
+        src += "".join(
+            f"def {name}(**kwargs):\n"
+            f"    {_RULE_CALLBACK}({_quote(name)}, call_stack(), _json(kwargs), _raw(kwargs))\n"
             for name in sorted(self.schemas)
         )
         src += (
@@ -283,9 +295,10 @@ class BuildFileLoader:
             )
         return state
 
-    def _rule_called(self, kind: str, stack: str, kwargs_json: str) -> None:
+    def _rule_called(self, kind: str, stack: str, kwargs_json: str, raw: dict[str, Any]) -> None:
         state = self._require_build(f"rule {kind}()")
         kwargs = json.loads(kwargs_json)
+        kwargs.update(raw)
         m = _FRAME_RE.search(stack)
         line = int(m.group(2)) - 1 if m and m.group(1) == state.build_path else None
         state.calls.append((kind, Location(state.build_path, line), kwargs))
@@ -478,7 +491,9 @@ def _convert_error(text: str, fallback_path: str) -> ConfigError:
             + (f", got {kind.group(1)}" if kind else "")
         )
     extra = re.search(rf"extra positional argument\(s\) for call to {re.escape(PRELUDE_ID)}\.(\w+)", message)
-    if extra:
+    if extra and extra.group(1) == "glob":
+        message = "glob() takes at most 3 arguments: glob(include, exclude = [], allow_empty = True)"
+    elif extra:
         message = f"rule {extra.group(1)}() takes keyword arguments only, e.g. {extra.group(1)}(name = \"...\", ...)"
     elif "for call to " + PRELUDE_ID in message:
         message = message.replace(PRELUDE_ID + ".", "")
