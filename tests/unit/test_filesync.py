@@ -198,15 +198,10 @@ class Daemon:
         self.stat_ids_at_first_data: int | None = None
         out: queue.Queue = queue.Queue()
 
-        def requests():
-            while True:
-                p = out.get()
-                if p is None:
-                    return
-                yield p
+        requests = iter(out.get, None)  # the queued packets, up to a None
 
         self.out = out
-        self.call = filesync_pb2_grpc.FileSyncStub(channel).DiffCopy(requests(), metadata=metadata, timeout=30)
+        self.call = filesync_pb2_grpc.FileSyncStub(channel).DiffCopy(requests, metadata=metadata, timeout=30)
 
     def run(self) -> "Daemon":
         pending: set[int] = set()
@@ -368,14 +363,9 @@ def test_err_from_receiver_aborts(tmp_path, serve):
     out: queue.Queue = queue.Queue()
     out.put(P(type=fsutil_pb2.PACKET_ERR, data=b"disk full"))
 
-    def requests():
-        while True:
-            p = out.get()
-            if p is None:
-                return
-            yield p
+    requests = iter(out.get, None)  # the queued packets, up to a None
 
-    call = filesync_pb2_grpc.FileSyncStub(channel).DiffCopy(requests(), metadata=[("dir-name", "ctx")], timeout=10)
+    call = filesync_pb2_grpc.FileSyncStub(channel).DiffCopy(requests, metadata=[("dir-name", "ctx")], timeout=10)
     with pytest.raises(grpc.RpcError) as info:
         for _ in call:
             pass

@@ -112,18 +112,13 @@ def play_local_sender(channel, src: Path, metadata=(("buildkit-attachable-export
         out.put(P(type=fsutil_pb2.PACKET_STAT, stat=st))
     out.put(P(type=fsutil_pb2.PACKET_STAT))
 
-    def requests():
-        while True:
-            p = out.get()
-            if p is None:
-                return
-            yield p
+    requests = iter(out.get, None)  # the queued packets, up to a None
 
     call = channel.stream_stream(METHOD, request_serializer=P.SerializeToString, response_deserializer=P.FromString)
     requested = []
     got_fin = False
     try:
-        for p in call(requests(), metadata=list(metadata), timeout=10):
+        for p in call(requests, metadata=list(metadata), timeout=10):
             if p.type == fsutil_pb2.PACKET_REQ:
                 requested.append(p.ID)
                 data = (src / stats[p.ID].path).read_bytes()

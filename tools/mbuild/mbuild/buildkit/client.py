@@ -382,8 +382,7 @@ class Client:
                 finally:
                     events.put(None)
 
-            reader = threading.Thread(target=read_status, daemon=True, name="status")
-            reader.start()
+            threading.Thread(target=read_status, daemon=True, name="status").start()
 
             def pump() -> None:
                 """Hand status to the tracker until the stream has ended and

@@ -15,8 +15,9 @@ The cache is a SQLite database (stdlib, safe for concurrent processes) in
 the cache folder, one row per file: its path, its stat facts packed into one
 small blob (compared as bytes, never unpacked) and its digest. A warm digest
 of 100,000 files reads them all in one scan. It holds absolute paths, but
-nothing derived from it does: only digests reach action keys. Written here rather than taken from a
-library because no maintained library offers a persistent stat cache.
+nothing derived from it does: only digests reach action keys. Written here
+rather than taken from a library because no maintained library offers a
+persistent stat cache.
 """
 
 from __future__ import annotations

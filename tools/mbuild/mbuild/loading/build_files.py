@@ -203,7 +203,9 @@ class BuildFileLoader:
     def _make_prelude(self) -> sl.FrozenModule:
         module = sl.Module()
         module.add_callable(_RULE_CALLBACK, self._rule_called)
-        module.add_callable(_GLOB_CALLBACK, _named("glob", self._glob))
+        # Called only by the prelude's glob(), always with three arguments:
+        # Starlark itself reports a wrong call of glob() at the BUILD line.
+        module.add_callable(_GLOB_CALLBACK, self._glob)
         for name, fn in (("package_name", self._package_name), ("package", self._package)):
             module.add_callable(name, _named(name, fn))
         # A dict with a key that is not a string would come out of json.encode
