@@ -48,7 +48,7 @@ def docker_sdk():
 
 @pytest.fixture(scope="session")
 def buildkit(docker_sdk):
-    from mbuild.buildkit.client import Client
+    from buildkit.client import Client
 
     client = Client.open(os.environ.get("MBUILD_TEST_BUILDKIT", "docker://"))
     yield client

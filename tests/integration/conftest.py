@@ -65,6 +65,20 @@ def json_records(stdout: str) -> dict[str, dict]:
     return records
 
 
+def steps_solved(progress_json: str) -> list[str]:
+    """Names of the vertices a ``--progress json`` stream shows (BuildKit reports
+    every vertex of a solve, cached ones included): empty means nothing was solved."""
+    names = []
+    for line in progress_json.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # warnings and summaries are plain lines
+        if isinstance(ev, dict) and ev.get("event") in ("VertexStarted", "VertexCompleted", "VertexFailed"):
+            names.append(ev.get("name", ""))
+    return names
+
+
 def describe(result: subprocess.CompletedProcess, tail: int = 40) -> str:
     """Exit code plus the last lines of stdout/stderr, for assertion messages."""
     err = "\n".join(result.stderr.splitlines()[-tail:])

@@ -77,8 +77,8 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
         targets = resolve_labels(loaded, labels)
     display = make_display(progress)
     try:
-        outcomes, analysed = execute(loaded, targets, display, jobs, no_cache=no_cache, remote_url=remote_url,
-                                     remote_upload=remote_upload)
+        outcomes, analysed, daemon = execute(loaded, targets, display, jobs, no_cache=no_cache,
+                                             remote_url=remote_url, remote_upload=remote_upload)
     finally:
         display.close()
     if as_json:
@@ -92,7 +92,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
     if eligible(_ARGV) and not affected:
         from .workflow import write_noop_stamp
 
-        write_noop_stamp(loaded, analysed, outcomes, _ARGV, [_summary(o, True) for o in outcomes])
+        write_noop_stamp(loaded, analysed, daemon, outcomes, _ARGV, [_summary(o, True) for o in outcomes])
 
 
 def _summary(o, cached: bool) -> str:
@@ -191,17 +191,25 @@ def graph(ctx, labels, fmt: str) -> None:
 @cli.command()
 @click.pass_context
 def lock(ctx) -> None:
-    """Pin every base image in WORKSPACE.toml to the digest its ref names now."""
-    from .execution.images import resolve_digest
+    """Pin every base image in WORKSPACE.toml to the digest BuildKit resolves its ref to now."""
+    from buildkit.llb import host_platform
+
+    from .execution.bases import lock_digests
+    from .execution.daemon import Daemon
     from .loading.workspace import find_workspace, load_workspace, write_image_digest
 
     root = find_workspace(ctx.obj["cwd"])
     workspace = load_workspace(root)
-    for name, image in sorted(workspace.images.items()):
-        digest = resolve_digest(image, workspace.registry_mirrors)
-        if digest != image.digest:
-            write_image_digest(workspace.workspace_file, name, digest)
-            click.echo(f"{name}: {image.ref}@{digest}", err=True)
+    daemon = Daemon(ctx.obj["overrides"]["buildkit"] or workspace.buildkit)
+    images = [image for _, image in sorted(workspace.images.items())]
+    try:
+        digests = lock_digests(daemon.client(), images, workspace.registry_mirrors, str(host_platform()))
+    finally:
+        daemon.close()
+    for image in images:
+        if digests[image.name] != image.digest:
+            write_image_digest(workspace.workspace_file, image.name, digests[image.name])
+            click.echo(f"{image.name}: {image.ref}@{digests[image.name]}", err=True)
 
 
 @cli.command(name="help")
@@ -235,18 +243,28 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("mbuild: interrupted; the solve was cancelled", err=True)
         sys.exit(130)
-    except MbuildError as e:
-        if debug:
-            traceback.print_exc()
-        report = getattr(e, "report", None)
-        click.echo(f"mbuild: error: {report() if report else e}", err=True)
-        sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001 - the last line of defence
         if debug:
             traceback.print_exc()
-        click.echo(f"mbuild: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", err=True)
-        sys.exit(1)
+        error = _user_error(e)
+        if error is None:
+            click.echo(f"mbuild: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", err=True)
+            sys.exit(1)
+        report = getattr(error, "report", None)
+        click.echo(f"mbuild: error: {report() if report else error}", err=True)
+        sys.exit(error.exit_code)
     sys.exit(0)
+
+
+def _user_error(e: Exception) -> MbuildError | None:
+    """The error to show the user, or None for a bug (an internal error)."""
+    if isinstance(e, MbuildError):
+        return e
+    from buildkit.errors import BuildKitError
+
+    from .errors import from_buildkit
+
+    return from_buildkit(e) if isinstance(e, BuildKitError) else None
 
 
 if __name__ == "__main__":

@@ -33,3 +33,26 @@ class BuildFailure(MbuildError):
 def at(path: str, line: int | None, message: str) -> str:
     """Format ``path:line: message`` (``path: message`` when line is unknown)."""
     return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+
+# What a BuildKit client error means for the user, and what to do about it.
+_UNREACHABLE_ADVICE = ("start the engine (scripts/env-up), or point mbuild at another one: `buildkit` in "
+                       "WORKSPACE.toml, --buildkit, or DOCKER_HOST / `docker context use` for docker://")
+
+
+def from_buildkit(err: Exception) -> MbuildError:
+    """The mbuild error for a :class:`buildkit.errors.BuildKitError`: a bad
+    address or graph is a usage error (exit 2), anything else a build failure."""
+    from buildkit import errors as bk
+
+    if isinstance(err, (bk.InvalidAddress, bk.LLBError)):
+        return ConfigError(str(err))
+    if isinstance(err, bk.Unreachable):
+        return BuildFailure(f"{err}; {_UNREACHABLE_ADVICE}")
+    if isinstance(err, bk.DaemonGone):
+        return BuildFailure(f"{err}; the build can be run again once the engine is back")
+    failure = BuildFailure(str(err))
+    if isinstance(err, bk.SolveError):
+        failure.report = err.report  # the multi-line report: command, exit code, log tail
+        failure.solve_error = err
+    return failure

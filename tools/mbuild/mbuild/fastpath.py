@@ -34,8 +34,9 @@ try:
 except ImportError:  # pragma: no cover - other Pythons
     from hashlib import sha256
 
-STAMP_VERSION = 1
-_ENV = ("SOURCE_DATE_EPOCH", "MBUILD_BUILDKIT", "MBUILD_CACHE_DIR", "MBUILD_REMOTE_CACHE", "DOCKER_HOST")
+STAMP_VERSION = 2
+_ENV = ("SOURCE_DATE_EPOCH", "MBUILD_BUILDKIT", "MBUILD_CACHE_DIR", "MBUILD_REMOTE_CACHE", "DOCKER_HOST",
+        "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_TLS", "DOCKER_CERT_PATH")
 # `//pkg:all` and `//pkg:*` depend only on pkg's BUILD file (recorded); a
 # recursive pattern depends on every directory below, so it is not answered.
 _PATTERN_MARKS = ("...",)
@@ -68,19 +69,32 @@ def _facts(path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def _mbuild_files() -> list[str]:
+def _tool_dirs() -> list[str]:
+    """mbuild's package folder and buildkit-py's, found without importing it."""
+    import importlib.util
+
     here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.find_spec("buildkit")
+    dirs = [here]
+    if spec is not None and spec.submodule_search_locations:
+        dirs.extend(spec.submodule_search_locations)
+    return dirs
+
+
+def _mbuild_files() -> list[str]:
+    """The tool's own modules: any change to them falls through to a real build."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(here):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        out.extend(os.path.join(dirpath, f) for f in filenames if f.endswith((".py", ".proto")))
+    for top in _tool_dirs():
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            out.extend(os.path.join(dirpath, f) for f in filenames if f.endswith((".py", ".proto")))
     return sorted(out)
 
 
 # ------------------------------------------------------------------ engine
 
 
-def engine_image_ids(refs: list[str], socket_path: str = "/var/run/docker.sock") -> list[str | None]:
+def engine_image_ids(refs: list[str], socket_path: str) -> list[str | None]:
     """The engine's image id for each ref (None when absent or unreadable).
 
     Plain HTTP/1.0 on raw sockets, all requests sent before any answer is
@@ -136,12 +150,13 @@ def glob_dirs(root: str, packages: list[str], skip) -> list[str]:
     return out
 
 
-def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], images: dict[str, str],
-                outputs: dict[str, str], report: dict) -> None:
+def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], engine_socket: str,
+                images: dict[str, str], outputs: dict[str, str], report: dict) -> None:
     """Record what a successful build read and produced (best effort, atomic)."""
     try:
         doc = {
             "version": STAMP_VERSION,
+            "engine": engine_socket,
             "files": {p: _facts(p) for p in sorted(set(files) | set(_mbuild_files()))},
             "dirs": {d: _facts(d) for d in sorted(set(dirs))},
             "images": images,
@@ -198,7 +213,7 @@ def try_noop(argv: list[str]) -> dict | None:
     if not doc["images"]:
         return doc["report"]
     refs = list(doc["images"])
-    if engine_image_ids(refs) != [doc["images"][r] for r in refs]:
+    if engine_image_ids(refs, doc["engine"]) != [doc["images"][r] for r in refs]:
         return None
     return doc["report"]
 

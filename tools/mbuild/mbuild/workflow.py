@@ -15,6 +15,7 @@ from typing import Sequence
 from .analysis.analyze import analyze, needed_base_images
 from .analysis.providers import ResolvedBase, TargetInfo
 from .errors import ConfigError
+from .execution.daemon import Daemon
 from .loading.graph import TargetGraph, load_graph
 from .loading.labels import Label
 from .loading.workspace import Workspace, find_workspace, load_workspace
@@ -37,9 +38,13 @@ def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = Non
     root = find_workspace(start)
     workspace = load_workspace(root)
     if buildkit:
-        from .buildkit.transport import parse_address
+        from buildkit.address import parse_address
+        from buildkit.errors import InvalidAddress
 
-        parse_address(buildkit)  # a bad address is a usage error, now
+        try:
+            parse_address(buildkit, environ={})  # a bad address is a usage error, now
+        except InvalidAddress as e:
+            raise ConfigError(f"--buildkit / MBUILD_BUILDKIT: {e}") from None
         workspace = replace(workspace, buildkit=buildkit)
     if cache_dir:
         workspace = replace(workspace, cache=replace(workspace.cache, dir=Path(cache_dir).resolve()))
@@ -74,14 +79,19 @@ class Analysed:
     bases: dict[str, ResolvedBase]
 
 
-def analyse(loaded: Loaded, labels: Sequence[Label]) -> Analysed:
-    from .execution.images import resolve_bases
+def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon) -> Analysed:
+    """Analyse ``labels``, their base images resolved by BuildKit (``daemon``)."""
+    from buildkit.llb import host_platform
+
+    from .execution.bases import resolve_bases
 
     names = needed_base_images(loaded.graph, labels)
     known = sorted(n for n in names if n in loaded.workspace.images)  # unknown names fail in the rule, at file:line
-    bases = resolve_bases(loaded.workspace.images[n] for n in known)
+    bases = resolve_bases(daemon.client(), [loaded.workspace.images[n] for n in known],
+                          str(host_platform())) if known else {}
+    analysed = Analysed(analyze(loaded.graph, loaded.workspace, labels, bases), bases)
     warn_unpinned(loaded.workspace, set(known))
-    return Analysed(analyze(loaded.graph, loaded.workspace, labels, bases), bases)
+    return analysed
 
 
 def engine_options(workspace: Workspace) -> dict[str, str]:
@@ -130,7 +140,6 @@ def source_date_epoch(workspace: Workspace) -> int | None:
 def open_remote(workspace: Workspace, store, url: str | None, upload: bool | None):
     """The remote cache of WORKSPACE.toml (or ``url``), wrapped so failures are misses."""
     from .cache.remote import open_safe_remote
-    from .execution.engine import Engine
     from .execution.remote import RemoteActions
 
     url = url or workspace.cache.remote
@@ -145,7 +154,7 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
                                   headers=dict(workspace.cache.remote_headers))
     except ValueError as e:
         raise ConfigError(f"remote cache {url!r}: {e}; use grpc://host:port, grpcs://…, http://host:port/…") from None
-    return RemoteActions(remote, store, Engine(), workspace.cache.remote_upload if upload is None else upload)
+    return RemoteActions(remote, store, workspace.cache.remote_upload if upload is None else upload)
 
 
 def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False,
@@ -153,28 +162,27 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
     from .cache.store import LocalStore
     from .execution.build import Executor
 
-    def connect():
-        from .buildkit.client import Client
-
-        return Client.open(loaded.workspace.buildkit)
-
-    analysed = analyse(loaded, targets)
-    store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
-    keys = keys_for(loaded, analysed, store)
-    remote = open_remote(loaded.workspace, store, remote_url, remote_upload)
-    executor = Executor(loaded.workspace, connect, analysed.infos, keys,
-                        store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace),
-                        no_cache=no_cache, remote=remote)
+    daemon = Daemon(loaded.workspace.buildkit)
+    remote = None
     try:
+        analysed = analyse(loaded, targets, daemon)
+        store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
+        keys = keys_for(loaded, analysed, store)
+        remote = open_remote(loaded.workspace, store, remote_url, remote_upload)
+        executor = Executor(loaded.workspace, daemon, analysed.infos, keys,
+                            store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace),
+                            no_cache=no_cache, remote=remote)
         outcomes = executor.run(targets)
     finally:
         if remote is not None:
             remote.remote.close()
+        daemon.close()
     store.evict()
-    return outcomes, analysed
+    return outcomes, analysed, daemon
 
 
-def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[str], lines: list[str]) -> None:
+def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcomes, argv: list[str],
+                     lines: list[str]) -> None:
     """Record what this build read and made, for the no-op fast path (mbuild.fastpath)."""
     import hashlib
 
@@ -182,7 +190,11 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[st
     from .loading.packages import is_skipped_dir
 
     root = str(loaded.workspace.root)
-    files = [os.path.join(root, "WORKSPACE.toml"), os.path.join(root, ".dockerignore")]
+    from buildkit.dockerconfig import config_dir
+
+    # The docker config names the current context, and so the engine.
+    files = [os.path.join(root, "WORKSPACE.toml"), os.path.join(root, ".dockerignore"),
+             str(config_dir() / "config.json")]
     for package in loaded.graph.packages.values():
         files.append(os.path.join(root, package.build_file))
         files.extend(os.path.join(root, bzl) for bzl in package.bzl_files)
@@ -190,8 +202,11 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[st
         files.extend(os.path.join(root, src) for src in info.sources)
     skip_extra = [Path(loaded.workspace.output_dir).name]
     dirs = fastpath.glob_dirs(root, list(loaded.graph.packages), lambda d: is_skipped_dir(d, skip_extra))
+    engine = daemon.engine
+    if engine is None or engine.host.scheme != "unix":
+        return  # the fast path checks images over a unix socket only
     refs = [loaded.workspace.images[name].pinned_ref for name in analysed.bases]
-    ids = fastpath.engine_image_ids(refs)
+    ids = fastpath.engine_image_ids(refs, engine.host.path)
     if None in ids:
         return
     images = dict(zip(refs, ids))
@@ -205,14 +220,18 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, outcomes, argv: list[st
                 outputs[path] = hashlib.sha256(f.read()).hexdigest()
     report = {"records": [dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp") for o in outcomes],
               "lines": lines}
-    fastpath.write_stamp(argv, os.getcwd(), files, dirs, images, outputs, report)
+    fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report)
 
 
 def explain_target(loaded: Loaded, target: Label) -> str:
     from .cache.keys import diff_inputs, render
     from .cache.store import LocalStore
 
-    analysed = analyse(loaded, [target])
+    daemon = Daemon(loaded.workspace.buildkit)
+    try:
+        analysed = analyse(loaded, [target], daemon)
+    finally:
+        daemon.close()
     store = LocalStore(loaded.workspace.cache.dir)
     inputs = keys_for(loaded, analysed, store)[target]
     lines = [f"{target}: key {inputs.key}", render(inputs.doc)]

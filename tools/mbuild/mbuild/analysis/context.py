@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from ..buildkit import llb
+from buildkit import llb
 from ..errors import ConfigError
 from ..loading.labels import Label
 from ..loading.schema import Location

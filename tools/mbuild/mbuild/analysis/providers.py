@@ -69,7 +69,7 @@ class TargetInfo:
     label: Label
     kind: str
     files: tuple[str, ...] = ()
-    stage: Any = None  # mbuild.buildkit.llb.State
+    stage: Any = None  # buildkit.llb.State
     image: ImageOutput | None = None
     generated: GeneratedFile | None = None
     sources: tuple[str, ...] = ()

@@ -77,7 +77,7 @@ def has_blobs(store: LocalStore, blobs: list[dict]) -> bool:
 
 def write_archive(store: LocalStore, blobs: list[dict], name: str, out: BinaryIO) -> None:
     """Write an OCI archive of the image (``blobs[0]`` is its manifest) named ``name``."""
-    from ..buildkit.llb import normalize_image_ref
+    from buildkit.llb import normalize_image_ref
 
     full = normalize_image_ref(name)
     tag = full.rsplit(":", 1)[1] if ":" in full.rsplit("/", 1)[-1] else "latest"

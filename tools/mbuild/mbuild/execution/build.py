@@ -15,7 +15,6 @@ For each job, in dependency order and in parallel where independent:
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
 from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
-from ..buildkit import exporters
+from buildkit import exporters
 from ..cache.digests import StatCache
 from ..errors import ConfigError
 from ..cache.keys import KeyInputs, key_inputs
@@ -31,7 +30,7 @@ from ..cache.oci import ingest_archive
 from ..cache.store import ActionRecord, LocalStore
 from ..loading.labels import Label
 from ..loading.workspace import Workspace
-from .engine import Engine
+from .daemon import Daemon
 from .outputs import write_atomic
 from .remote import RemoteActions, restore_image
 from .plan import Job, plan
@@ -89,7 +88,7 @@ def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases:
 @dataclass
 class Executor:
     workspace: Workspace
-    connect: Callable[[], object]  # opens the BuildKit client, only when a solve is needed
+    daemon: Daemon  # BuildKit (connected only when a solve is needed) and the engine behind it
     infos: Mapping[Label, TargetInfo]
     keys: Mapping[Label, KeyInputs]
     store: LocalStore
@@ -98,31 +97,19 @@ class Executor:
     jobs: int = 4
     epoch: int | None = None  # SOURCE_DATE_EPOCH for exported images
     no_cache: bool = False  # ignore the action cache and BuildKit's cache
-    engine: Engine = field(default_factory=Engine)
     remote: RemoteActions | None = None
     _built: dict[Label, BuiltImage] = field(default_factory=dict)
-    _client: object = None
-    _client_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ running
 
     def run(self, requested: Sequence[Label]) -> list[TargetOutcome]:
         jobs = {j.label: j for j in plan(requested, self.infos)}
-        try:
-            results = run_parallel(list(jobs), {k: j.after for k, j in jobs.items()},
-                                   lambda label: self._run_job(jobs[label]), self.jobs)
-        finally:
-            if self._client is not None:
-                self._client.close()
+        results = run_parallel(list(jobs), {k: j.after for k, j in jobs.items()},
+                               lambda label: self._run_job(jobs[label]), self.jobs)
         return [results[label] for label in sorted(results)]
 
     def client(self):
-        """The BuildKit client, opened by the first job that needs it (jobs
-        run in threads: one connection is shared, never two opened)."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self.connect()
-            return self._client
+        return self.daemon.client()
 
     def _run_job(self, job: Job) -> TargetOutcome:
         key = self.keys[job.label].key
@@ -167,8 +154,11 @@ class Executor:
 
     def _usable(self, info: TargetInfo, record: ActionRecord) -> bool:
         """Whether a cached result stands: its image is in the engine, or restored into it."""
-        return self._still_there(info, record) or \
-            restore_image(self.store, self.engine, record, self._base_diff_ids(info))
+        engine = self.daemon.engine
+        if engine is None:
+            return info.image is None  # a standalone buildkitd: its image store cannot be asked
+        return self._still_there(info, record, engine) or \
+            restore_image(self.store, engine, record, self._base_diff_ids(info))
 
     def _restored_from_remote(self, info: TargetInfo, record: ActionRecord) -> bool:
         if self._usable(info, record):
@@ -180,16 +170,16 @@ class Executor:
         base = self.bases.get(info.image.base) if info.image is not None and info.image.base else None
         return base.diff_ids if base else ()
 
-    def _still_there(self, info: TargetInfo, record: ActionRecord) -> bool:
+    def _still_there(self, info: TargetInfo, record: ActionRecord, engine) -> bool:
         """Whether a cached result is usable as is (restoring a renamed image)."""
         if info.image is None:
             return True  # a stage lives in BuildKit's cache; nothing to check
         if not record.manifest_digest:
             return False
-        if self.engine.image_id(info.image.name) == record.manifest_digest:
+        if engine.image_id(info.image.name) == record.manifest_digest:
             return True
-        if self.engine.image_id(record.manifest_digest) == record.manifest_digest:
-            self.engine.tag(record.manifest_digest, info.image.name)  # still stored, under another name
+        if engine.image_id(record.manifest_digest) == record.manifest_digest:
+            engine.tag(record.manifest_digest, info.image.name)  # still stored, under another name
             return True
         return False
 
@@ -203,7 +193,7 @@ class Executor:
     def _solve(self, label: Label, info: TargetInfo, archive: Path | None = None):
         # Imported here: gRPC is only needed when something is built, and a
         # no-op build must not pay for importing it.
-        from ..buildkit.client import SolveRequest
+        from buildkit.client import SolveRequest
 
         exports = []
         if info.image is not None:
@@ -233,7 +223,7 @@ class Executor:
 
     def _layer_cache(self, entries, label: Label) -> tuple:
         """BuildKit cache import/export entries, with ``{target}`` filled in."""
-        from ..buildkit.client import CacheEntry
+        from buildkit.client import CacheEntry
 
         target = f"{label.package.replace('/', '-')}-{label.name}".strip("-")
         out = []
@@ -246,15 +236,15 @@ class Executor:
         return tuple(out)
 
     def local_dirs(self) -> dict:
-        from ..buildkit.dockerignore import read_dockerignore
-        from ..buildkit.filesync import LocalDir
+        from buildkit.dockerignore import read_dockerignore
+        from buildkit.filesync import LocalDir
 
         ignore = self.workspace.root / ".dockerignore"
         excludes = read_dockerignore(ignore) if ignore.exists() else []
         return {WORKSPACE_LOCAL: LocalDir(self.workspace.root, exclude=tuple(excludes))}
 
     def secrets(self) -> dict:
-        from ..buildkit.secrets import SecretSource
+        from buildkit.secrets import SecretSource
 
         if not self.workspace.ca_bundle:
             return {}

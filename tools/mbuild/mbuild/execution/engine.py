@@ -1,32 +1,34 @@
-"""A few Docker engine API calls over its unix socket, at the IO edge.
+"""A few Docker engine API calls, at the IO edge: is an image there (under
+this digest), tag it, load an archive.
 
-Used on the no-op path (is the image still there, under this digest?) and to
-read base images. Written on http.client rather than the docker SDK because
-importing the SDK costs more than a whole no-op build is allowed to take;
-the SDK remains in use for tests and rarer paths.
+The engine is the one every docker tool would use (``DOCKER_HOST``, the
+docker context, else ``/var/run/docker.sock``; unix or TCP with TLS), found
+by :mod:`buildkit.dockerhost`, or the engine behind a ``docker://`` BuildKit
+address. Written on http.client rather than the docker SDK because importing
+the SDK costs more than a whole no-op build is allowed to take; the SDK
+remains in use for tests.
+
+A standalone buildkitd (``unix://``, ``tcp://``) has no engine behind it:
+then :func:`engine_for` returns None and images are exported, not loaded.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
+from buildkit.dockerhost import DockerHost
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, host: DockerHost, timeout: float) -> None:
         super().__init__("docker", timeout=timeout)
-        self._path = path
+        self._docker = host
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
+        self.sock = self._docker.dial(self.timeout)
 
 
 class EngineError(Exception):
@@ -34,18 +36,22 @@ class EngineError(Exception):
 
 
 class Engine:
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float = 30.0) -> None:
-        self.socket_path = socket_path
+    def __init__(self, host: DockerHost | None = None, timeout: float = 30.0) -> None:
+        if host is None:
+            from buildkit.dockerhost import from_environment
+
+            host = from_environment()
+        self.host = host
         self.timeout = timeout
 
     def _request(self, method: str, path: str, body: Any = None, headers: dict | None = None) -> tuple[int, bytes]:
-        conn = _UnixConnection(self.socket_path, self.timeout)
+        conn = _Connection(self.host, self.timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
             return resp.status, resp.read()
         except OSError as e:
-            raise EngineError(f"Docker engine at unix://{self.socket_path}: {e}") from None
+            raise EngineError(f"Docker engine at {self.host}: {e}") from None
         finally:
             conn.close()
 
@@ -74,3 +80,9 @@ class Engine:
         if status != 200:
             raise EngineError(f"loading image: HTTP {status}: {data[:300]!r}")
         return data.decode("utf-8", "replace")
+
+
+def engine_for(address) -> Engine | None:
+    """The Docker engine behind a BuildKit address (``buildkit.transport.Address``),
+    or None for a standalone buildkitd."""
+    return Engine(address.docker) if address.scheme == "docker" and address.docker is not None else None

@@ -69,7 +69,7 @@ def _head_digest(base: str, repo: str, tag: str, timeout: float) -> str:
 
 def resolve_tag(ref: str, mirrors: Mapping[str, Sequence[str]] = {}, timeout: float = 10.0) -> str:
     """The manifest digest ``ref`` (a tag) names now; LookupError if no registry answers."""
-    from ..buildkit.llb import parse_image_ref
+    from buildkit.llb import parse_image_ref
 
     parsed = parse_image_ref(ref)
     if parsed.digest:

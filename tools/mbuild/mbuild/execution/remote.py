@@ -30,10 +30,9 @@ RECORD_PATH = "mbuild/record.json"
 
 
 class RemoteActions:
-    def __init__(self, remote, store: LocalStore, engine: Engine, upload: bool) -> None:
+    def __init__(self, remote, store: LocalStore, upload: bool) -> None:
         self.remote = remote
         self.store = store
-        self.engine = engine
         self.upload = upload
 
     # ------------------------------------------------------------------ publish

@@ -36,7 +36,7 @@ def finish_image(ctx: RuleContext, st, user: str, base: str | None = None):
         st = st.with_cmd(list(ctx.attr("cmd")))
     image = None
     if ctx.attr("image"):
-        from ..buildkit.llb import normalize_image_ref
+        from buildkit.llb import normalize_image_ref
 
         try:
             normalize_image_ref(ctx.attr("image"))

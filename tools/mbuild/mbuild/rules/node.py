@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..analysis.context import RuleContext
 from ..analysis.rule import Rule
-from ..buildkit import llb
+from buildkit import llb
 from ..loading.schema import Attr, RuleSchema
 from .common import IMAGE_ATTRS, finish_image
 

@@ -1,7 +1,7 @@
 """Progress displays: a live TTY view, plain lines, or JSON events.
 
 Each display takes ``(label, event)`` pairs from any job thread (events are
-:mod:`mbuild.buildkit.progress` types) and must be closed at the end.
+:mod:`buildkit.progress` types) and must be closed at the end.
 
 * ``plain``: one line per step start / finish (``CACHED``, ``DONE 1.2s``,
   ``ERROR``) and log lines, prefixed with the target label; for CI logs.
@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict
 from typing import TextIO
 
-from ..buildkit import progress as p
+from buildkit import progress as p
 
 TAIL = 6
 
