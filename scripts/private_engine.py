@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""A private Docker engine: its own containerd and dockerd, with an empty data
+root, content store and BuildKit cache, i.e. what a new machine has.
+
+CI runs the suite against one (``scripts/test``), the bench measures cold and
+remote scenarios on one, and tests start their own for what must not touch
+the shared engine (a second engine on TCP with TLS, an engine restarted
+mid-build). The shared engine (``/var/run/docker.sock``) is never touched.
+
+Networking, as the environment notes say it must be for build steps to reach
+PyPI and npm: a bridge of its own with an address, NAT for its subnet, and
+FORWARD accept rules (the shared engine's FORWARD policy is DROP); dockerd
+runs with ``--bridge BR --iptables=false --ip-masq=false`` (never
+``--bridge=none``, which deletes the shared engine's ``docker0``). Everything
+is removed again by :meth:`PrivateEngine.stop`, and ``docker0`` is checked to
+be still there.
+
+As a command (state is kept in DIR, so ``stop`` may run in another process)::
+
+    scripts/private_engine.py start DIR [--tls-port PORT --certs CERTDIR]   # prints DOCKER_HOST=...
+    scripts/private_engine.py stop DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUBNETS = range(100, 200)  # 172.30.N.0/24, one per engine
+STATE = "engine.json"
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
+
+
+def _wait(pred, limit: float, what: str, log: Path | None = None) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise RuntimeError(f"{what} did not come up within {limit:.0f}s{tail}")
+
+
+def _subnet_in_use(n: int) -> bool:
+    return f"172.30.{n}." in _run("ip", "-o", "addr", check=False).stdout
+
+
+def docker0_present() -> bool:
+    return _run("ip", "link", "show", "docker0", check=False).returncode == 0
+
+
+class PrivateEngine:
+    """One private containerd + dockerd pair under ``dir`` (short: socket paths are limited)."""
+
+    def __init__(self, dir: str | Path, tls_port: int | None = None, certs: str | Path | None = None) -> None:
+        self.dir = Path(dir).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock = self.dir / "docker.sock"
+        self.tls_port = tls_port
+        self.certs = Path(certs).resolve() if certs else None
+        self.bridge = ""
+        self.subnet = 0
+        self.pids: dict[str, int] = {}
+        self.rules: list[list[str]] = []
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def host(self) -> str:
+        """``DOCKER_HOST`` for the unix socket."""
+        return f"unix://{self.sock}"
+
+    @property
+    def tcp_host(self) -> str:
+        return f"tcp://127.0.0.1:{self.tls_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for the docker CLI, SDK and mbuild to use this engine."""
+        env = dict(os.environ, DOCKER_HOST=self.host)
+        for key in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT"):
+            env.pop(key, None)
+        return env
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "PrivateEngine":
+        try:
+            self._network_up()
+            self._start_containerd()
+            self._start_dockerd()
+        except BaseException:
+            self.stop()
+            raise
+        self._save()
+        return self
+
+    def _network_up(self) -> None:
+        self.subnet = next((n for n in SUBNETS if not _subnet_in_use(n)), 0)
+        if not self.subnet:
+            raise RuntimeError("no free 172.30.N.0/24 subnet for a private engine")
+        self.bridge = f"mbe{self.subnet}"
+        net = f"172.30.{self.subnet}.0/24"
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        self._save()  # from here on, stop() must remove the bridge
+        _run("ip", "addr", "add", f"172.30.{self.subnet}.1/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        for rule in (["-t", "nat", "POSTROUTING", "-s", net, "!", "-o", self.bridge, "-j", "MASQUERADE"],
+                     ["FORWARD", "-i", self.bridge, "-j", "ACCEPT"],
+                     ["FORWARD", "-o", self.bridge, "-j", "ACCEPT"]):
+            table = rule[:2] if rule[0] == "-t" else []
+            body = rule[2:] if table else rule
+            _run("iptables", *table, "-I", *body)
+            self.rules.append(table + body)
+            self._save()
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
+
+    def _start_containerd(self) -> None:
+        d = self.dir
+        (d / "containerd.toml").write_text(
+            f'version = 2\nroot = "{d}/ctd-root"\nstate = "{d}/ctd-state"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{d}/containerd.sock"\n[ttrpc]\n  address = "{d}/containerd.sock.ttrpc"\n')
+        log = d / "containerd.log"
+        p = subprocess.Popen(["containerd", "--config", str(d / "containerd.toml")], stdout=open(log, "ab"),
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pids["containerd"] = p.pid
+        self._save()
+        _wait(lambda: (d / "containerd.sock").exists(), 30, "private containerd", log)
+
+    def _dockerd_args(self) -> list[str]:
+        d = self.dir
+        (d / "daemon.json").write_text('{"features":{"containerd-snapshotter":true}}\n')
+        args = ["dockerd", "--config-file", str(d / "daemon.json"), f"--containerd={d}/containerd.sock",
+                "--data-root", str(d / "root"), "--exec-root", str(d / "exec"), "--pidfile", str(d / "docker.pid"),
+                "-H", self.host, "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
+                "--ip-masq=false"]
+        if self.tls_port:
+            c = self.certs
+            args += ["-H", self.tcp_host, "--tlsverify", "--tlscacert", str(c / "ca.pem"),
+                     "--tlscert", str(c / "server-cert.pem"), "--tlskey", str(c / "server-key.pem")]
+        return args
+
+    def _start_dockerd(self) -> None:
+        log = self.dir / "dockerd.log"
+        p = subprocess.Popen(self._dockerd_args(), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pids["dockerd"] = p.pid
+        self._save()
+        _wait(self.answers, 60, "private dockerd", log)
+
+    def answers(self) -> bool:
+        return _run("docker", "-H", self.host, "version", check=False).returncode == 0
+
+    def kill_dockerd(self) -> None:
+        """SIGKILL dockerd (an engine crash); containerd and the data root stay."""
+        pid = self.pids.pop("dockerd", 0)
+        if pid:
+            _signal(pid, signal.SIGKILL)
+            _reap(pid, 10)
+        self._save()
+
+    def restart_dockerd(self) -> None:
+        """Start dockerd again on the same state, after :meth:`kill_dockerd`."""
+        (self.dir / "docker.pid").unlink(missing_ok=True)
+        self._start_dockerd()
+
+    def stop(self) -> None:
+        for name in ("dockerd", "containerd"):  # dockerd first, then containerd
+            pid = self.pids.pop(name, 0)
+            if pid:
+                _signal(pid, signal.SIGTERM)
+                if not _reap(pid, 30):
+                    _signal(pid, signal.SIGKILL)
+                    _reap(pid, 10)
+        # Shims of containers that outlived dockerd hold mounts below our folder.
+        for line in _run("pgrep", "-af", "containerd-shim", check=False).stdout.splitlines():
+            if str(self.dir) in line:
+                _signal(int(line.split()[0]), signal.SIGKILL)
+        mounts = [l.split()[1] for l in Path("/proc/self/mounts").read_text().splitlines()
+                  if len(l.split()) > 1 and l.split()[1].startswith(str(self.dir))]
+        for m in sorted(mounts, key=len, reverse=True):
+            _run("umount", "-l", m, check=False)
+        for rule in reversed(self.rules):
+            table = rule[:2] if rule[0] == "-t" else []
+            _run("iptables", *table, "-D", *(rule[2:] if table else rule), check=False)
+        self.rules.clear()
+        if self.bridge:
+            _run("ip", "link", "del", self.bridge, check=False)
+            self.bridge = ""
+        self._save()
+
+    def remove(self) -> None:
+        """:meth:`stop`, then delete the engine's folder."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ images
+
+    def import_bases(self, root: Path) -> None:
+        """The base images, imported the way ``scripts/env-up`` imports them on a bare machine."""
+        env = self.env()
+        p = subprocess.run([str(root / "scripts" / "env-up"), "--images-only"], env=env, capture_output=True,
+                           text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"importing base images into {self.host}: {p.stderr[-2000:]}")
+
+    # ------------------------------------------------------------------ state
+
+    def _save(self) -> None:
+        doc = {"bridge": self.bridge, "subnet": self.subnet, "pids": self.pids, "rules": self.rules,
+               "tls_port": self.tls_port, "certs": str(self.certs) if self.certs else None}
+        tmp = self.dir / (STATE + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.dir / STATE)
+
+    @classmethod
+    def load(cls, dir: str | Path) -> "PrivateEngine":
+        d = Path(dir).resolve()
+        doc = json.loads((d / STATE).read_text())
+        eng = cls(d, doc.get("tls_port"), doc.get("certs"))
+        eng.bridge, eng.subnet = doc["bridge"], doc["subnet"]
+        eng.pids, eng.rules = dict(doc["pids"]), [list(r) for r in doc["rules"]]
+        return eng
+
+    def __enter__(self) -> "PrivateEngine":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int, limit: float) -> bool:
+    """Wait for ``pid`` to end (reaping it if it is our child); True if it did."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return True
+        except ChildProcessError:  # not our child: poll for it
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("start", help="start an engine in DIR; prints DOCKER_HOST=...")
+    s.add_argument("dir")
+    s.add_argument("--tls-port", type=int)
+    s.add_argument("--certs", help="folder with ca.pem, server-cert.pem, server-key.pem (with --tls-port)")
+    s.add_argument("--import-bases", action="store_true", help="import the base images as scripts/env-up does")
+    t = sub.add_parser("stop", help="stop the engine in DIR and remove its network")
+    t.add_argument("dir")
+    t.add_argument("--remove", action="store_true", help="delete DIR as well")
+    args = ap.parse_args(argv)
+    if args.cmd == "start":
+        eng = PrivateEngine(args.dir, args.tls_port, args.certs).start()
+        if args.import_bases:
+            eng.import_bases(Path(__file__).resolve().parent.parent)
+        print(f"DOCKER_HOST={eng.host}")
+        return 0
+    eng = PrivateEngine.load(args.dir)
+    eng.remove() if args.remove else eng.stop()
+    if not docker0_present() and Path("/var/run/docker.sock").exists():
+        print("private_engine: warning: docker0 is gone: the shared engine's containers have no network",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
