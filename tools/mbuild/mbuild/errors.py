@@ -36,8 +36,14 @@ def at(path: str, line: int | None, message: str) -> str:
 
 
 # What a BuildKit client error means for the user, and what to do about it.
-_UNREACHABLE_ADVICE = ("start the engine (scripts/env-up), or point mbuild at another one: `buildkit` in "
-                       "WORKSPACE.toml, --buildkit, or DOCKER_HOST / `docker context use` for docker://")
+_ELSEWHERE = "`buildkit` in WORKSPACE.toml, --buildkit, or DOCKER_HOST / `docker context use` for docker://"
+_UNREACHABLE_ADVICE = {
+    "tls": "check that DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem) belongs to that engine's --tlscacert "
+           "and that its CA signed cert.pem",
+    "missing": f"start the engine (scripts/env-up), or point mbuild at another one: {_ELSEWHERE}",
+    "refused": f"start the engine or buildkitd there, or point mbuild at another one: {_ELSEWHERE}",
+}
+_UNREACHABLE_DEFAULT = f"check that the engine runs and answers there, or point mbuild at another one: {_ELSEWHERE}"
 
 
 def from_buildkit(err: Exception) -> MbuildError:
@@ -48,7 +54,7 @@ def from_buildkit(err: Exception) -> MbuildError:
     if isinstance(err, (bk.InvalidAddress, bk.LLBError)):
         return ConfigError(str(err))
     if isinstance(err, bk.Unreachable):
-        return BuildFailure(f"{err}; {_UNREACHABLE_ADVICE}")
+        return BuildFailure(f"{err}; {_UNREACHABLE_ADVICE.get(err.reason, _UNREACHABLE_DEFAULT)}")
     if isinstance(err, bk.DaemonGone):
         return BuildFailure(f"{err}; the build can be run again once the engine is back")
     failure = BuildFailure(str(err))

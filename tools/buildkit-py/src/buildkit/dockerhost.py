@@ -93,7 +93,14 @@ def tls_from_environment(environ: Mapping[str, str] = os.environ) -> TLSConfig |
     if not verify and not environ.get("DOCKER_TLS"):
         return None
     folder = environ.get("DOCKER_CERT_PATH") or str(dockerconfig.config_dir(environ))
-    return TLSConfig.from_dir(folder, verify=verify)
+    tls = TLSConfig.from_dir(folder, verify=verify)
+    if verify and tls.ca_cert is None:
+        raise InvalidAddress(f"DOCKER_TLS_VERIFY is set but {folder} (DOCKER_CERT_PATH) has no ca.pem; put the "
+                             "engine's CA there with cert.pem and key.pem, or unset DOCKER_TLS_VERIFY")
+    if (tls.cert is None) != (tls.key is None):
+        raise InvalidAddress(f"{folder} (DOCKER_CERT_PATH) has {'cert.pem' if tls.cert else 'key.pem'} without "
+                             f"{'key.pem' if tls.cert else 'cert.pem'}; a client certificate needs both")
+    return tls
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> DockerHost:

@@ -34,11 +34,14 @@ class LLBError(BuildKitError, ValueError):
 
 
 class Unreachable(BuildKitError, ConnectionError):
-    """The daemon did not answer: no socket, refused, TLS failure, timeout."""
+    """The daemon did not answer. ``reason`` says how: ``"missing"`` (no socket
+    there), ``"refused"``, ``"timeout"``, ``"tls"`` (the TLS handshake failed:
+    an untrusted server certificate, or the server refused ours) or ``"other"``."""
 
-    def __init__(self, address: object, why: str) -> None:
+    def __init__(self, address: object, why: str, reason: str = "other") -> None:
         self.address = address
         self.why = why
+        self.reason = reason
         super().__init__(f"cannot reach BuildKit at {address}: {why}")
 
 

@@ -267,14 +267,25 @@ class Connection:
         self.close()
 
 
-def _why(e: BaseException) -> str:
+def _unreachable(address: Address, e: BaseException) -> Unreachable:
     if isinstance(e, ssl.SSLCertVerificationError):
-        return f"TLS: the server's certificate is not trusted ({e.verify_message or e.reason})"
+        why = f"TLS: the server's certificate is not trusted ({e.verify_message or e.reason})"
+        return Unreachable(address, why, "tls")
     if isinstance(e, ssl.SSLError):
-        return f"TLS: {e.reason or e}"
+        text = str(e.reason or e).lower().replace("_", " ")
+        if "certificate" in text or "alert" in text:
+            why = f"TLS: the server refused our client certificate ({e.reason or e})"
+        else:
+            why = f"TLS: {e.reason or e}"
+        return Unreachable(address, why, "tls")
     if isinstance(e, FileNotFoundError):
-        return "no socket there"
-    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+        return Unreachable(address, "no socket there", "missing")
+    if isinstance(e, ConnectionRefusedError):
+        return Unreachable(address, "connection refused", "refused")
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return Unreachable(address, "no answer in time", "timeout")
+    why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+    return Unreachable(address, why)
 
 
 def connect(address: Address | str, timeout: float = CONNECT_TIMEOUT) -> Connection:
@@ -288,19 +299,19 @@ def connect(address: Address | str, timeout: float = CONNECT_TIMEOUT) -> Connect
             s, _ = open_upgraded(address.docker, "/grpc", timeout=timeout)
             s.close()
         except (OSError, ValueError) as e:
-            raise Unreachable(address, _why(e)) from None
+            raise _unreachable(address, e) from None
         relay = UpgradeRelay(address.docker)
         channel = grpc.insecure_channel(f"unix:{relay.path}", options=CHANNEL_OPTIONS)
     elif address.scheme == "unix":
         if not os.path.exists(address.path):
-            raise Unreachable(address, f"no socket at {address.path}")
+            raise Unreachable(address, f"no socket at {address.path}", "missing")
         channel = grpc.insecure_channel(f"unix:{address.path}", options=CHANNEL_OPTIONS)
     else:
         target = f"{address.host}:{address.port}"
         try:  # a refused or unroutable address fails at once, not after the timeout
             socket.create_connection((address.host, address.port), timeout=timeout).close()
         except OSError as e:
-            raise Unreachable(address, _why(e)) from None
+            raise _unreachable(address, e) from None
         if address.tls is not None:
             options = CHANNEL_OPTIONS
             if address.tls.server_name:
@@ -314,5 +325,5 @@ def connect(address: Address | str, timeout: float = CONNECT_TIMEOUT) -> Connect
         channel.close()
         if relay:
             relay.close()
-        raise Unreachable(address, f"no answer within {timeout:g}s") from None
+        raise Unreachable(address, f"no answer within {timeout:g}s", "timeout") from None
     return Connection(address, channel, relay)
