@@ -58,6 +58,10 @@ def from_buildkit(err: Exception) -> MbuildError:
     if isinstance(err, bk.DaemonGone):
         return BuildFailure(f"{err}; the build can be run again once the engine is back")
     failure = BuildFailure(str(err))
+    if isinstance(err, bk.SolveError) and err.step.startswith("docker-image://"):
+        image = err.step.removeprefix("docker-image://")
+        failure = BuildFailure(f"{err}; BuildKit could not load the image {image}: load it into the engine "
+                               "(docker load), or run `mbuild lock` against a registry that has it")
     if isinstance(err, bk.SolveError):
         failure.report = err.report  # the multi-line report: command, exit code, log tail
         failure.solve_error = err
