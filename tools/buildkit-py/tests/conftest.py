@@ -7,7 +7,8 @@ against a real Docker engine's BuildKit, the one the docker CLI would use
 
 ``BUILDKIT_TEST_IMAGE`` names a local Debian image with ``python3`` (default
 ``mbuild-test/base:bookworm``, which the repository's ``scripts/env-up``
-makes). Everything a test creates is named ``buildkit-test-*`` with a per-run
+makes). Tests import what they share from ``bk_testenv`` (not from conftest,
+which is not a unique module name in this repository). Everything a test creates is named ``buildkit-test-*`` with a per-run
 suffix and removed afterwards; build caches are never pruned here.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 from concurrent import futures
 from pathlib import Path
@@ -24,9 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-BASE_IMAGE = os.environ.get("BUILDKIT_TEST_IMAGE", "mbuild-test/base:bookworm")
-REGISTRY = os.environ.get("BUILDKIT_TEST_REGISTRY", "127.0.0.1:5000")
-ADDRESS = os.environ.get("BUILDKIT_TEST_ADDRESS", "docker://")
+from bk_testenv import ADDRESS, BASE_IMAGE, docker
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,11 +75,6 @@ def buildkit():
     client.close()
 
 
-def docker(*args: str, timeout: float = 120, input: bytes | None = None) -> subprocess.CompletedProcess:
-    """The docker CLI (it honours DOCKER_HOST, as the client does)."""
-    return subprocess.run(["docker", *args], capture_output=True, timeout=timeout, input=input)
-
-
 @pytest.fixture(scope="session")
 def base_image_config(buildkit) -> dict:
     """The base image's config section, as BuildKit resolves it."""
@@ -109,11 +102,3 @@ def image_names(run_id):
         if ids:
             docker("rm", "-f", *[i.decode() for i in ids])
         docker("rmi", "-f", name)
-
-
-def docker_run(image: str, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
-    cmd = ["docker", "run", "--rm"]
-    if user:
-        cmd += ["--user", user]
-    cmd += [image, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -7,7 +7,7 @@ import pytest
 from buildkit import Client, LocalDir, SolveRequest, llb
 from buildkit.errors import SolveError
 
-from conftest import BASE_IMAGE
+from bk_testenv import BASE_IMAGE
 
 MISSING = "sha256:" + "0" * 64
 

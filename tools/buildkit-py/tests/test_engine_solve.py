@@ -23,7 +23,7 @@ from buildkit.client import Client, SolveRequest
 from buildkit.errors import SolveError, Unreachable, Unsupported
 from buildkit.filesync import LocalDir
 
-from conftest import BASE_IMAGE, REGISTRY, docker, docker_run
+from bk_testenv import BASE_IMAGE, REGISTRY, docker, docker_run
 
 pytestmark = pytest.mark.engine
 
