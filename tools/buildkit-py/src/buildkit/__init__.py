@@ -1,11 +1,14 @@
 """buildkit-py: a Python client for BuildKit.
 
 Build LLB graphs with an immutable State API (:mod:`buildkit.llb`), solve them
-on a BuildKit daemon (:class:`Client`) with local sources, secrets and SSH
+on a BuildKit daemon (:class:`Client`) with local sources, secrets
+(:mod:`buildkit.secrets`) and SSH agents (:mod:`buildkit.sshforward`)
 served from this process, export images, tarballs or trees
 (:mod:`buildkit.exporters`), stream progress (:mod:`buildkit.progress`), and
 drive the gateway for image resolution, frontends such as the Dockerfile
-frontend, and multi-platform results (:mod:`buildkit.gateway`).
+frontend (:mod:`buildkit.dockerfile`), multi-platform results
+(:mod:`buildkit.gateway`, :mod:`buildkit.multiplatform`) and attestations
+(:mod:`buildkit.attestations`).
 
 Daemons: the Docker engine's embedded BuildKit (``docker://``, honouring
 ``DOCKER_HOST`` and docker contexts, unix or TCP with TLS), or a standalone
@@ -23,11 +26,13 @@ __version__ = "0.2.0"
 _LAZY = {
     "Client": "client", "SolveRequest": "client", "SolveResult": "client", "CacheEntry": "client",
     "Gateway": "gateway", "BuildResult": "gateway", "ResolvedImage": "gateway", "Ref": "gateway",
-    "LocalDir": "filesync", "SecretSource": "secrets", "TLSConfig": "tls",
+    "platform_build": "multiplatform",
+    "LocalDir": "filesync", "SecretSource": "secrets", "SSHAgent": "sshforward", "TLSConfig": "tls",
     "BuildKitError": "errors", "SolveError": "errors", "Unreachable": "errors", "Unsupported": "errors",
     "InvalidAddress": "errors", "LLBError": "errors", "DaemonGone": "errors",
 }
-__all__ = sorted(_LAZY) + ["exporters", "llb", "progress"]
+_MODULES = ("attestations", "capabilities", "dockerfile", "exporters", "llb", "progress", "secrets", "sshforward")
+__all__ = sorted(_LAZY) + list(_MODULES)
 
 
 def __getattr__(name: str):
@@ -35,6 +40,6 @@ def __getattr__(name: str):
 
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in ("exporters", "llb", "progress"):
+    if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'buildkit' has no attribute {name!r}")

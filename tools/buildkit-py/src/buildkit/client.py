@@ -20,14 +20,19 @@ returns the exporter response.
 * **LLB**: ``SolveRequest(definition=…)``;
 * **a frontend**: ``SolveRequest(frontend="dockerfile.v0", frontend_attrs=…)``
   with the local dirs it reads (``context``, ``dockerfile``);
+  :func:`buildkit.dockerfile.solve_request` sets these up as buildx does;
 * **a gateway build**: :meth:`Client.build` calls your function with a
   :class:`~buildkit.gateway.Gateway` (resolve images, sub-solves, read
   files) and exports the :class:`~buildkit.gateway.BuildResult` it returns,
   e.g. one ref per platform for a multi-platform image.
 
-Attestations (``attest:provenance``, ``attest:sbom``) go in
-``frontend_attrs`` of any of them. Ctrl-C cancels the solve on the daemon and
-closes the session before re-raising.
+Attestations (``attest:provenance``, ``attest:sbom``; see
+:mod:`buildkit.attestations`) go in ``frontend_attrs`` of any of them.
+Secrets (:mod:`buildkit.secrets`) and SSH agents (:mod:`buildkit.sshforward`)
+are served on the session. A request the daemon is too old for fails before
+it is sent, with an :class:`~buildkit.errors.Unsupported` naming the feature
+and the engine (:mod:`buildkit.capabilities`). Ctrl-C cancels the solve on
+the daemon and closes the session before re-raising.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ from typing import Callable, Mapping, Sequence
 
 import grpc
 
-from . import progress
+from . import capabilities, progress
 from .auth import AuthService
+from .capabilities import Feature
 from .errors import BuildKitError, DaemonGone, SolveError, Unsupported
 from .exporters import STREAMED, Export
 from .filesend import FileSendServicer
@@ -53,7 +59,8 @@ from .gateway import BuildResult, Gateway, ResolvedImage, definition_pb
 from .llb.platform import Platform
 from .proto import control_pb2, control_pb2_grpc, gateway_pb2, ops_pb2
 from .secrets import SecretSource, SecretsService
-from .session import Session, SessionService, new_session_id
+from .session import Session, new_session_id
+from .sshforward import SSHAgent, SSHForwardService
 from .tls import TLSConfig
 from .transport import Address, Connection, connect
 
@@ -78,9 +85,15 @@ class SolveRequest:
     # sources unique to it, as Go's client does), an llb.Definition, or the pb.
     definition: object = None
     exports: Sequence[Export] = ()
+    # Directories the session serves by name: llb.local(name), or the
+    # Dockerfile frontend's "context" and "dockerfile".
     local_dirs: Mapping[str, LocalDir] = field(default_factory=dict)
+    # Secrets by id (buildkit.secrets.parse_secret_specs makes this from
+    # buildx's --secret syntax); each is checked when the solve starts.
     secrets: Mapping[str, SecretSource] = field(default_factory=dict)
-    ssh: Sequence[SessionService] = ()  # e.g. (SSHForwarder({"default": agent_socket}),)
+    # SSH agents by id for ssh mounts (buildkit.sshforward.parse_ssh_specs
+    # from buildx's --ssh syntax, e.g. ["default"] for $SSH_AUTH_SOCK).
+    ssh: Mapping[str, SSHAgent] = field(default_factory=dict)
     cache_imports: Sequence[CacheEntry] = ()
     cache_exports: Sequence[CacheEntry] = ()
     entitlements: Sequence[str] = ()
@@ -217,8 +230,10 @@ class Client:
         self.connection = connection
         self._control = control_pb2_grpc.ControlStub(connection.channel)
         self._caps: frozenset[str] | None = None
+        self._gateway_caps: frozenset[str] | None = None
         self._exporters: frozenset[str] | None = None
         self._version: str | None = None
+        self._engine: str | None = None
         # Carry sessions over the Control.Session gRPC stream even on a Docker
         # engine (which otherwise gets the /session upgrade), as with buildkitd.
         self.session_over_grpc = False
@@ -261,12 +276,23 @@ class Client:
         return list(out.values())
 
     def version(self) -> str:
+        """The daemon's own BuildKit version (``unknown`` where it does not say)."""
         if self._version is None:
             try:
                 self._version = self._control.Info(control_pb2.InfoRequest(), timeout=10).buildkitVersion.version
             except grpc.RpcError:
                 self._version = "unknown"  # BuildKit 0.8 has no Info
         return self._version
+
+    def engine(self) -> str:
+        """The daemon as messages name it: ``Docker engine 26.1.5`` (behind
+        docker://, whose embedded BuildKit often has no version of its own),
+        or ``BuildKit v0.13.2``."""
+        if self._engine is None:
+            from .engineinfo import describe
+
+            self._engine = describe(self.version(), self.address.docker if self.address.scheme == "docker" else None)
+        return self._engine
 
     def disk_usage(self, filters: Sequence[str] = ()) -> list:
         """BuildKit's cache records (``UsageRecord``), optionally filtered."""
@@ -288,11 +314,22 @@ class Client:
     def caps(self) -> frozenset[str]:
         """The daemon's enabled LLB capabilities, read through the gateway's Ping."""
         if self._caps is None:
-            def read_caps(gw: Gateway) -> None:
-                self._caps = gw.caps()
-
-            self.build(read_caps, SolveRequest(), ref="buildkit-caps-" + new_session_id())
+            self.build(lambda gw: None, SolveRequest(), ref="buildkit-caps-" + new_session_id())
         return self._caps
+
+    def gateway_caps(self) -> frozenset[str]:
+        """The daemon's enabled gateway (frontend API) capabilities."""
+        if self._gateway_caps is None:
+            self.caps()
+        return self._gateway_caps
+
+    def require(self, *features: Feature) -> None:
+        """Raise :class:`Unsupported` for the first of ``features``
+        (:mod:`buildkit.capabilities`) this daemon lacks."""
+        for feature in features:
+            missing = feature.missing(self.caps(), self.gateway_caps())
+            if missing:
+                raise Unsupported(feature.explain(missing), self.address, self.engine())
 
     def resolve_images(self, refs: Sequence[tuple[str, str | Platform | None]], mode: str = "default"
                        ) -> list["ResolvedImage | LookupError"]:
@@ -332,7 +369,7 @@ class Client:
             if e.type not in available:
                 raise Unsupported(
                     f"the {e.type!r} exporter (it offers {', '.join(sorted(available))})", self.address,
-                    self.version(), hint="on a Docker engine, enable the containerd image store "
+                    self.engine(), hint="on a Docker engine, enable the containerd image store "
                     '({"features":{"containerd-snapshotter":true}} in /etc/docker/daemon.json)')
 
     # ------------------------------------------------------------------ solve
@@ -359,8 +396,9 @@ class Client:
         return self._run(request, on_event, ref or "buildkit-" + new_session_id(), function)
 
     def _services(self, request: SolveRequest, streamed: Mapping[int, Export], stores) -> list:
-        services = [FileSyncServicer(request.local_dirs), AuthService(), SecretsService(request.secrets),
-                    *request.ssh]
+        services = [FileSyncServicer(request.local_dirs), AuthService(), SecretsService(request.secrets)]
+        if request.ssh:  # else the daemon hears "unimplemented": "no SSH key forwarded from the client"
+            services.append(SSHForwardService(request.ssh))
         if streamed:
             services.append(FileSendServicer({i: (e.type, e.output) for i, e in streamed.items()}))
         if stores:
@@ -371,6 +409,9 @@ class Client:
 
     def _run(self, request: SolveRequest, on_event: EventSink | None, ref: str,
              function: BuildFunction | None) -> SolveResult:
+        if request.exports:
+            self.check_exports(request.exports)
+        self.require(*_features(request))
         streamed = {i: e for i, e in enumerate(request.exports) if e.type in STREAMED}
         cache_imports, cache_exports, stores, tags = _local_caches(request.cache_imports, request.cache_exports)
         tracker = progress.StatusTracker()
@@ -384,8 +425,6 @@ class Client:
                 self._check_caps(pb)
                 if request.no_cache:
                     pb = _ignoring_cache(pb)
-            if request.exports:
-                self.check_exports(request.exports)
             solve_req = control_pb2.SolveRequest(Ref=ref, Session=session.id, Frontend=request.frontend,
                                                  Entitlements=list(request.entitlements))
             if pb is not None:
@@ -456,10 +495,10 @@ class Client:
                     response = future.result()
                 except grpc.RpcError as err:
                     if gateway_error:
-                        raise gateway_error[0] from None
+                        raise _with_step(gateway_error[0], tracker) from None
                     raise self._solve_error(err, tracker) from None
                 if gateway_error:
-                    raise gateway_error[0]
+                    raise _with_step(gateway_error[0], tracker)
             except KeyboardInterrupt:
                 future.cancel()  # cancels the job on the daemon
                 status_call.cancel()
@@ -482,7 +521,7 @@ class Client:
     def _drive_gateway(self, function: BuildFunction, ref: str, session_id: str, future,
                        errors: list[BaseException]) -> None:
         """Wait for the build's bridge, run ``function`` on it, and Return its result."""
-        gw = Gateway(self.connection.channel, ref, session_id, self.address, self.version)
+        gw = Gateway(self.connection.channel, ref, session_id, self.address, self.engine)
         deadline = time.monotonic() + _BRIDGE_WAIT
         while True:
             try:
@@ -491,14 +530,14 @@ class Client:
             except grpc.RpcError as e:
                 if future.done():
                     return  # the solve already failed: its error is reported
-                if time.monotonic() > deadline:
-                    errors.append(Unsupported("client-driven builds (the gateway did not answer: "
-                                              f"{e.code().name})", self.address))
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED or time.monotonic() > deadline:
+                    errors.append(Unsupported(f"client-driven builds (its gateway answered {e.code().name})",
+                                              self.address, self.engine()))
                     future.cancel()
                     return
                 time.sleep(0.02)
-        if self._caps is None:
-            self._caps = gw.caps()  # read by the ping: costs nothing more
+        if self._caps is None:  # read by the ping: costs nothing more
+            self._caps, self._gateway_caps = gw.caps(), gw.frontend_caps()
         try:
             result = function(gw)
         except BaseException as e:  # noqa: BLE001 - re-raised by the solving thread
@@ -526,20 +565,44 @@ class Client:
             return  # every daemon has these: no need to ask
         missing = check_caps(pb, self.caps())
         if missing:
-            raise Unsupported(describe_missing(missing), self.address, self.version())
+            raise Unsupported(describe_missing(missing), self.address, self.engine())
 
     def _solve_error(self, err: grpc.RpcError, tracker: progress.StatusTracker) -> BuildKitError:
         details = (err.details() if hasattr(err, "details") else str(err)) or str(err)
-        failed = tracker.failed()
-        if err.code() == grpc.StatusCode.UNAVAILABLE and failed is None:
+        if err.code() == grpc.StatusCode.UNAVAILABLE and tracker.failed() is None:
             return DaemonGone(f"BuildKit at {self.address} went away during the solve: {details}")
-        text = failed.error if failed else details
-        m = _EXIT_CODE.search(text) or _EXIT_CODE.search(details)
-        cmd = _PROCESS.search(text) or _PROCESS.search(details)
-        return SolveError(
-            step=(failed.name if failed else "solve"),
-            error=details.splitlines()[0] if details else text,
-            command=cmd.group(1) if cmd else None,
-            step_exit_code=int(m.group(1)) if m else None,
-            log_tail=list(failed.tail) if failed else [],
-        )
+        return _step_error(details, tracker, "solve")
+
+
+def _features(request: SolveRequest) -> list[Feature]:
+    """The optional features a solve request uses (checked against the daemon's caps)."""
+    out = []
+    if any(k.startswith("attest:") or k.startswith("build-arg:BUILDKIT_ATTEST_") for k in request.frontend_attrs):
+        out.append(capabilities.ATTESTATIONS)
+    if len(request.exports) > 1:
+        out.append(capabilities.MULTIPLE_EXPORTERS)
+    return out
+
+
+def _step_error(details: str, tracker: progress.StatusTracker, step: str) -> SolveError:
+    """A :class:`SolveError` for ``details``, with the failed step's command,
+    exit code and log tail when the progress stream showed which step failed."""
+    failed = tracker.failed()
+    text = failed.error if failed else details
+    m = _EXIT_CODE.search(text) or _EXIT_CODE.search(details)
+    cmd = _PROCESS.search(text) or _PROCESS.search(details)
+    return SolveError(
+        step=(failed.name if failed else step),
+        error=details.splitlines()[0] if details else text,
+        command=cmd.group(1) if cmd else None,
+        step_exit_code=int(m.group(1)) if m else None,
+        log_tail=list(failed.tail) if failed else [],
+    )
+
+
+def _with_step(error: BaseException, tracker: progress.StatusTracker) -> BaseException:
+    """A gateway sub-solve's :class:`SolveError` knows only the daemon's
+    message: give it the failed step from the progress stream."""
+    if isinstance(error, SolveError) and not error.log_tail and tracker.failed() is not None:
+        return _step_error(error.error, tracker, error.step)
+    return error

@@ -46,12 +46,18 @@ class Unreachable(BuildKitError, ConnectionError):
 
 
 class Unsupported(BuildKitError):
-    """The daemon is too old, or set up without, a feature the request uses."""
+    """The daemon is too old, or set up without, a feature the request uses.
 
-    def __init__(self, feature: str, address: object, version: str = "", hint: str = "") -> None:
+    ``engine`` describes the daemon with its version, as
+    :meth:`buildkit.client.Client.engine` does (``Docker engine 26.1.5``,
+    ``BuildKit v0.13.2``): the message names the engine, its address and
+    the feature.
+    """
+
+    def __init__(self, feature: str, address: object, engine: str = "BuildKit", hint: str = "") -> None:
         self.feature = feature
-        engine = f"BuildKit {version}" if version and version != "unknown" else "BuildKit"
-        message = f"{engine} at {address} does not support {feature}"
+        self.engine = engine or "BuildKit"
+        message = f"{self.engine} at {address} does not support {feature}"
         super().__init__(f"{message}; {hint}" if hint else message)
 
 

@@ -14,7 +14,13 @@ whose result the client makes itself, the way a frontend does
 * read a file from a solved result (:meth:`Gateway.read_file`).
 
 The build then returns a :class:`BuildResult`: one ref, or one ref per
-platform, which the image exporter writes as one image index.
+platform, which the image exporter writes as one image index
+(:func:`buildkit.multiplatform.platform_build` makes such a build from one
+State per platform).
+
+Each call first checks that the daemon has the caps it needs
+(:mod:`buildkit.capabilities`): an older engine gets a one-line
+:class:`~buildkit.errors.Unsupported` naming the feature and the engine.
 
 Every call carries the build's ref in the ``buildkit-controlapi-buildid``
 metadata, as BuildKit's Go client does.
@@ -28,12 +34,16 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
+from . import capabilities as caps
+from .capabilities import Feature
 from .errors import BuildKitError, SolveError, Unsupported
 from .llb.platform import Platform
 from .proto import gateway_pb2, gateway_pb2_grpc, ops_pb2
 
 BUILD_ID_KEY = "buildkit-controlapi-buildid"
 RESOLVE_MODES = ("default", "pull", "local")
+PLATFORMS_KEY = "refs.platforms"  # metadata: which platform each ref of a RefMap is
+CONFIG_KEY = "containerimage.config"  # metadata: an image config, "/<platform id>" for one of several
 
 
 @dataclass(frozen=True)
@@ -64,23 +74,33 @@ class Ref:
 
 @dataclass
 class BuildResult:
-    """What a build returns: one ref, or refs keyed by platform, plus metadata.
+    """What a build returns: one ref, or refs keyed by platform id, plus metadata.
 
-    ``configs`` holds each platform's image config (the ``config``,
-    ``rootfs``-less JSON the exporter completes); metadata values are bytes.
+    ``configs`` holds image configs (the OCI image config JSON; the exporter
+    adds the layers): under ``""`` for a single ref, under each platform id
+    for refs by platform. Metadata values are bytes (str is encoded); the
+    ``refs.platforms`` and ``containerimage.config*`` keys are written from
+    ``platforms`` and ``configs``.
     """
 
     ref: Ref | None = None
-    refs: dict[str, Ref] = field(default_factory=dict)  # platform id -> ref
-    platforms: dict[str, Platform] = field(default_factory=dict)
+    refs: dict[str, Ref] = field(default_factory=dict)  # platform id ("linux/arm64") -> ref
+    platforms: dict[str, Platform] = field(default_factory=dict)  # platform id -> platform
     configs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # "" or platform id -> config
     metadata: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def single(cls, ref: Ref, config: Mapping[str, Any] | None = None) -> "BuildResult":
+        """One ref, with its image config if it becomes an image."""
         return cls(ref=ref, configs={"": config} if config is not None else {})
 
+    @property
+    def is_multi_platform(self) -> bool:
+        return bool(self.refs)
+
     def add_platform(self, platform: str | Platform, ref: Ref, config: Mapping[str, Any] | None = None) -> None:
+        """Add ``platform``'s ref (and its image config, whose ``architecture``
+        and ``os`` should be the platform's: the exporter writes it as given)."""
         p = Platform.parse(platform)
         pid = str(p)
         self.refs[pid] = ref
@@ -93,18 +113,47 @@ class BuildResult:
             raise BuildKitError("a build result needs exactly one of: a ref, or refs by platform")
         out = gateway_pb2.Result()
         for key, value in self.metadata.items():
-            out.metadata[key] = value
+            if key == PLATFORMS_KEY or key == CONFIG_KEY or key.startswith(CONFIG_KEY + "/"):
+                continue  # written from platforms and configs below
+            out.metadata[key] = value.encode() if isinstance(value, str) else bytes(value)
         if self.ref is not None:
             out.ref.id = self.ref.id
             if "" in self.configs:
-                out.metadata["containerimage.config"] = _config_json(self.configs[""])
+                out.metadata[CONFIG_KEY] = _config_json(self.configs[""])
             return out
         for pid, ref in self.refs.items():
             out.refs.refs[pid].id = ref.id
             if pid in self.configs:
-                out.metadata[f"containerimage.config/{pid}"] = _config_json(self.configs[pid])
-        listing = [{"ID": pid, "Platform": _oci_platform(self.platforms[pid])} for pid in self.refs]
-        out.metadata["refs.platforms"] = json.dumps({"Platforms": listing}, separators=(",", ":")).encode()
+                out.metadata[f"{CONFIG_KEY}/{pid}"] = _config_json(self.configs[pid])
+        listing = [{"ID": pid, "Platform": _oci_platform(self.platforms.get(pid) or Platform.parse(pid))}
+                   for pid in self.refs]
+        out.metadata[PLATFORMS_KEY] = json.dumps({"Platforms": listing}, separators=(",", ":")).encode()
+        return out
+
+    @classmethod
+    def from_pb(cls, r: gateway_pb2.Result) -> "BuildResult":
+        """A result as a sub-solve returned it (a frontend's configs and platforms read back)."""
+        out = cls(metadata=dict(r.metadata))
+        kind = r.WhichOneof("result")
+        if kind == "ref":
+            out.ref = Ref(r.ref.id)
+            if CONFIG_KEY in r.metadata:
+                out.configs[""] = _json_object(r.metadata[CONFIG_KEY])
+            return out
+        if kind != "refs":
+            return out
+        listed: dict[str, Platform] = {}
+        if PLATFORMS_KEY in r.metadata:
+            for item in (_json_object(r.metadata[PLATFORMS_KEY]).get("Platforms") or ()):
+                p = item.get("Platform") or {}
+                listed[item.get("ID", "")] = Platform(p.get("os", "linux"), p.get("architecture", ""),
+                                                      p.get("variant", "")).normalized()
+        for pid, ref in r.refs.refs.items():
+            out.refs[pid] = Ref(ref.id)
+            out.platforms[pid] = listed.get(pid) or Platform.parse(pid)
+            key = f"{CONFIG_KEY}/{pid}"
+            if key in r.metadata:
+                out.configs[pid] = _json_object(r.metadata[key])
         return out
 
 
@@ -119,6 +168,14 @@ def _config_json(config: Mapping[str, Any]) -> bytes:
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _json_object(data: bytes) -> dict:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def platform_pb(platform: str | Platform) -> ops_pb2.Platform:
     p = Platform.parse(platform)
     return ops_pb2.Platform(OS=p.os, Architecture=p.architecture, Variant=p.variant)
@@ -128,13 +185,13 @@ class Gateway:
     """The LLBBridge calls of one open build (see :meth:`Client.build`)."""
 
     def __init__(self, channel: grpc.Channel, build_ref: str, session_id: str, address: object = "",
-                 version: Callable[[], str] = lambda: "") -> None:
+                 engine: Callable[[], str] = lambda: "BuildKit") -> None:
         self._bridge = gateway_pb2_grpc.LLBBridgeStub(channel)
         self._md = ((BUILD_ID_KEY, build_ref),)
         self.build_ref = build_ref
         self.session_id = session_id
         self._address = address
-        self._version = version
+        self._engine = engine  # describes the daemon for Unsupported, e.g. "Docker engine 26.1.5"
         self._caps: frozenset[str] | None = None
         self._frontend_caps: frozenset[str] | None = None
 
@@ -159,10 +216,12 @@ class Gateway:
             self._ping()
         return self._frontend_caps
 
-    def require(self, cap: str, feature: str) -> None:
-        """Raise :class:`Unsupported` unless the gateway offers ``cap``."""
-        if cap not in self.frontend_caps():
-            raise Unsupported(feature, self._address, self._version())
+    def require(self, *features: Feature) -> None:
+        """Raise :class:`Unsupported` for the first of ``features`` the daemon lacks."""
+        for feature in features:
+            missing = feature.missing(self.caps(), self.frontend_caps())
+            if missing:
+                raise Unsupported(feature.explain(missing), self._address, self._engine())
 
     def resolve_image_config(self, ref: str, platform: str | Platform | None = None, mode: str = "default",
                              log_name: str = "") -> ResolvedImage:
@@ -175,7 +234,7 @@ class Gateway:
         """
         if mode not in RESOLVE_MODES:
             raise ValueError(f"resolve mode {mode!r}: use one of {', '.join(RESOLVE_MODES)}")
-        self.require("resolveimage", "resolving image configs")
+        self.require(caps.RESOLVE_IMAGE, *((caps.RESOLVE_MODE,) if mode != "default" else ()))
         req = gateway_pb2.ResolveImageConfigRequest(Ref=ref, ResolveMode=mode, LogName=log_name,
                                                     SessionID=self.session_id)
         if platform is not None:
@@ -196,8 +255,11 @@ class Gateway:
         run ``frontend`` with ``options`` and named ``inputs``; returns its refs.
 
         ``evaluate`` solves at once (errors surface here); otherwise the
-        result is solved when it is used or exported.
+        result is solved when it is used or exported. A failed step raises
+        :class:`SolveError` (re-raised from :meth:`Client.build` with the
+        step's command, exit code and log tail).
         """
+        self.require(*((caps.FRONTEND_INPUTS,) if inputs else ()), *((caps.EVALUATE,) if evaluate else ()))
         req = gateway_pb2.SolveRequest(Frontend=frontend, allowResultReturn=True, allowResultArrayRef=True,
                                        Evaluate=evaluate)
         if definition is not None:
@@ -210,10 +272,13 @@ class Gateway:
             resp = self._bridge.Solve(req, metadata=self._md, timeout=None)
         except grpc.RpcError as e:
             raise SolveError("gateway solve" if not frontend else f"frontend {frontend}", _details(e)) from None
-        return _result_from_pb(resp)
+        if resp.HasField("result"):
+            return BuildResult.from_pb(resp.result)
+        return BuildResult(ref=Ref(resp.ref))  # a daemon without solve.inlinereturn
 
     def read_file(self, ref: Ref, path: str, offset: int = 0, length: int = 0) -> bytes:
         """Bytes of ``path`` in a solved result (all of it unless ``length``)."""
+        self.require(caps.READ_FILE)
         req = gateway_pb2.ReadFileRequest(Ref=ref.id, FilePath=path)
         if length:
             req.Range.Offset, req.Range.Length = offset, length
@@ -230,6 +295,7 @@ class Gateway:
             req.error.code = 2  # UNKNOWN
             req.error.message = str(error) or type(error).__name__
         elif result is not None:
+            self.require(caps.GATEWAY_RESULT, *((caps.MULTI_PLATFORM,) if result.is_multi_platform else ()))
             req.result.CopyFrom(result.to_pb())
         else:
             req.result.SetInParent()  # an empty result: nothing to export
@@ -246,21 +312,6 @@ def definition_pb(definition: Any, unique: str | None = None) -> ops_pb2.Definit
     if getattr(definition, "is_empty", False):
         raise BuildKitError("nothing to build: the result is an empty filesystem (scratch)")
     return definition.to_pb()
-
-
-def _result_from_pb(resp: gateway_pb2.SolveResponse) -> BuildResult:
-    if resp.HasField("result"):
-        r = resp.result
-        kind = r.WhichOneof("result")
-        out = BuildResult(metadata=dict(r.metadata))
-        if kind == "ref":
-            out.ref = Ref(r.ref.id)
-        elif kind == "refs":
-            for pid, ref in r.refs.refs.items():
-                out.refs[pid] = Ref(ref.id)
-                out.platforms[pid] = Platform.parse(pid)
-        return out
-    return BuildResult(ref=Ref(resp.ref))
 
 
 def _details(e: grpc.RpcError) -> str:
