@@ -15,12 +15,16 @@ targets each, as a layered DAG (realistic fan-in and fan-out, bounded depth):
   are ``container_image``s on base ``base`` (WORKSPACE.toml:
   ``mbuild-test/base:bookworm``), copying 1–5 filegroups, a quarter of them
   starting ``from_stage`` an image of the tier below;
-* ``//top:images``: a group of the K (default 50) images of the highest
-  packages; ``//top:all``: those images plus every filegroup (so a build of it
-  analyses and keys the whole file graph, and solves only K images). The K
-  images are the last ones none of whose copy steps (their own and their
-  ``from_stage`` chain's) sends more than 40 files;
-  ``BENCH_META.json`` names the image sending the most (``biggest_image``).
+* ``//change:image``: one image copying one file, ``change/src/edit.txt``,
+  that nothing else reads: the same one-file change at every size
+  (``BENCH_META.json``: ``change_file``, ``change_image``);
+* ``//top:images``: a group of ``//change:image`` and the K (default 50)
+  images of the highest packages; ``//top:all``: those images plus every
+  filegroup (so a build of it analyses and keys the whole file graph, and
+  solves only K + 1 images). The K images are the last ones none of whose
+  copy steps (their own and their ``from_stage`` chain's) sends more than 40
+  files; ``BENCH_META.json`` names the image sending the most
+  (``biggest_image``).
 
 Images are not loaded into the engine (``image`` unset): a build exports them
 to BuildKit only, nothing is left to remove. Every package holds 3 small
@@ -145,15 +149,25 @@ def generate(n: int, out: Path, seed: int = 1, top_images: int = 50, git: bool =
     # random ResourceExhausted from ~60 files; 16 KiB hard: always, ~120+).
     top = [i for i in images if chain_max[i] <= max_top_files][-top_images:]
     biggest = max(images, key=lambda i: image_files[i])
+    (out / "change" / "src").mkdir(parents=True, exist_ok=True)
+    (out / "change" / "src" / "edit.txt").write_text("the file the one-file change benchmark edits\n")
+    (out / "change" / "BUILD").write_text(
+        "# Generated: the target of the one-file change benchmark; nothing else reads its file.\n"
+        'package(default_visibility = ["//visibility:public"])\n\n'
+        'filegroup(\n    name = "src",\n    srcs = ["src/edit.txt"],\n)\n\n'
+        'container_image(\n    name = "image",\n    base = "base",\n    srcs = [":src"],\n'
+        '    workdir = "/w",\n)\n')
+    change = "//change:image"
     (out / "top").mkdir(exist_ok=True)
     (out / "top" / "BUILD").write_text(
         "# Generated: entry points for the benchmarks.\n"
-        f'group(\n    name = "images",\n    deps = {_fmt_list(top)},\n)\n\n'
-        f'group(\n    name = "all",\n    deps = {_fmt_list(top + filegroups)},\n)\n')
-    info = {"packages": packages, "targets": packages * PER_PACKAGE + 2, "images": len(images),
-            "filegroups": len(filegroups), "edges": edges, "top_images": len(top),
+        f'group(\n    name = "images",\n    deps = {_fmt_list([change] + top)},\n)\n\n'
+        f'group(\n    name = "all",\n    deps = {_fmt_list([change] + top + filegroups)},\n)\n')
+    info = {"packages": packages, "targets": packages * PER_PACKAGE + 4, "images": len(images) + 1,
+            "filegroups": len(filegroups) + 1, "edges": edges, "top_images": len(top) + 1,
             "top_max_files": max(chain_max[i] for i in top), "biggest_image": biggest,
-            "biggest_image_files": image_files[biggest], "source_files": 3 * packages}
+            "biggest_image_files": image_files[biggest], "source_files": 3 * packages + 1,
+            "change_file": "change/src/edit.txt", "change_image": change}
     (out / "BENCH_META.json").write_text(json.dumps(info, indent=1) + "\n")
     if git:
         _git_commit(out)
