@@ -331,6 +331,16 @@ class Client:
             if missing:
                 raise Unsupported(feature.explain(missing), self.address, self.engine())
 
+    def resolve_image(self, ref: str, platform: str | Platform | None = None, mode: str = "default"
+                      ) -> "ResolvedImage":
+        """Resolve one image through BuildKit: its digest and config, as a
+        build would see them. Raises :class:`LookupError` when the engine
+        and its registries do not have it."""
+        (found,) = self.resolve_images([(ref, platform)], mode)
+        if isinstance(found, LookupError):
+            raise found
+        return found
+
     def resolve_images(self, refs: Sequence[tuple[str, str | Platform | None]], mode: str = "default"
                        ) -> list["ResolvedImage | LookupError"]:
         """Resolve each ``(ref, platform)`` through BuildKit, in one gateway
