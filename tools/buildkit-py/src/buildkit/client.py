@@ -503,9 +503,13 @@ class Client:
                         on_event(ev)
                 try:
                     response = future.result()
-                except grpc.RpcError as err:
+                except (grpc.RpcError, grpc.FutureCancelledError) as err:
+                    # The gateway thread cancels the solve when the daemon's
+                    # gateway does not answer: its error is the one to raise.
                     if gateway_error:
                         raise _with_step(gateway_error[0], tracker) from None
+                    if isinstance(err, grpc.FutureCancelledError):
+                        raise BuildKitError(f"the solve on BuildKit at {self.address} was cancelled") from None
                     raise self._solve_error(err, tracker) from None
                 if gateway_error:
                     raise _with_step(gateway_error[0], tracker)
