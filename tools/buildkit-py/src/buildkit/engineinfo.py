@@ -15,7 +15,9 @@ from .dockerhost import DockerHost
 _UNKNOWN = ("", "unknown", "v0.0.0", "v0.0.0+unknown")
 
 
-class _EngineConnection(http.client.HTTPConnection):
+class EngineConnection(http.client.HTTPConnection):
+    """An HTTP connection to a Docker engine's API over its socket (unix, or TCP with TLS)."""
+
     def __init__(self, host: DockerHost, timeout: float) -> None:
         super().__init__("docker", timeout=timeout)
         self._docker = host
@@ -26,7 +28,7 @@ class _EngineConnection(http.client.HTTPConnection):
 
 def docker_engine_version(host: DockerHost, timeout: float = 5.0) -> str | None:
     """The engine's version (``GET /version``), or None when it does not say."""
-    conn = _EngineConnection(host, timeout)
+    conn = EngineConnection(host, timeout)
     try:
         conn.request("GET", "/version")
         resp = conn.getresponse()

@@ -26,6 +26,7 @@ import grpc
 
 from .errors import BuildKitError
 from .proto import secrets_pb2, secrets_pb2_grpc
+from .specs import by_id
 
 # The daemon refuses a secret larger than this (BuildKit's MaxSecretSize).
 MAX_SECRET_SIZE = 500 * 1024
@@ -135,13 +136,7 @@ class SecretSource:
 def parse_secret_specs(specs: Iterable[str]) -> dict[str, SecretSource]:
     """``--secret`` values to the ``SolveRequest.secrets`` mapping (by id);
     an id given twice is a :class:`SecretError`."""
-    out: dict[str, SecretSource] = {}
-    for spec in specs:
-        source = SecretSource.parse(spec)
-        if source.id in out:
-            raise SecretError(f"secret {source.id!r} is given twice")
-        out[source.id] = source
-    return out
+    return by_id((SecretSource.parse(spec) for spec in specs), "secret", SecretError)
 
 
 class SecretsService(secrets_pb2_grpc.SecretsServicer):

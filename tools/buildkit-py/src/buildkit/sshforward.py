@@ -32,6 +32,7 @@ import grpc
 
 from .errors import BuildKitError
 from .proto import sshforward_pb2, sshforward_pb2_grpc
+from .specs import by_id
 
 DEFAULT_ID = "default"
 SSH_ID_KEY = "buildkit.ssh.id"  # ForwardAgent metadata: which agent the stream is for
@@ -95,13 +96,7 @@ class SSHAgent:
 def parse_ssh_specs(specs: Iterable[str]) -> dict[str, SSHAgent]:
     """``--ssh`` values to the ``SolveRequest.ssh`` mapping (by id); an id
     given twice is an :class:`SSHError`."""
-    out: dict[str, SSHAgent] = {}
-    for spec in specs:
-        agent = SSHAgent.parse(spec)
-        if agent.id in out:
-            raise SSHError(f"ssh agent {agent.id!r} is given twice")
-        out[agent.id] = agent
-    return out
+    return by_id((SSHAgent.parse(spec) for spec in specs), "ssh agent", SSHError)
 
 
 def agent_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
