@@ -15,7 +15,7 @@ from mbuild.cache.remote import (
     open_remote,
     parse_remote_url,
 )
-from mbuild.cache.remote.base import EMPTY_SHA256, BlobSink, Deadline, RemoteTimeout, transfer_timeout, verified_chunks
+from mbuild.cache.remote.base import EMPTY_SHA256, BlobSink, Deadline, Limits, RemoteTimeout, verified_chunks
 from mbuild.cache.remote.http import HttpCache
 from mbuild.cache.remote.reapi import ReapiCache
 
@@ -193,10 +193,18 @@ def test_blob_sink_never_replaces_an_existing_file_with_wrong_bytes(tmp_path):
     assert dest.read_bytes() == b"previous"
 
 
-def test_deadline_and_transfer_timeout():
-    assert transfer_timeout(10, 0) == 10
-    assert transfer_timeout(10, 5 << 20) == 15
+def test_deadline_and_limits():
+    limits = Limits(10, 1 << 20)
+    assert limits.deadline().seconds == 10
+    assert limits.deadline(5 << 20).seconds == 15  # the bytes at the floor rate on top
+    assert Limits(1.5).connect_timeout == 1.5 and Limits(30).connect_timeout == 2.0
+    for bad in ({"timeout": 0}, {"timeout": -1}, {"min_rate": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            Limits(**bad)
     d = Deadline(0)
     with pytest.raises(RemoteTimeout, match="within 0 s"):
-        d.check()
-    assert Deadline(5).check() > 4
+        d.left()
+    assert Deadline(5).left() > 4
+    phase = Deadline(5).within(1)
+    assert phase.seconds == 1 and phase.left() <= 1  # the sooner of the two
+    assert Deadline(1).within(5).left() <= 1

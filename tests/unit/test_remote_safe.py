@@ -123,6 +123,8 @@ def test_open_safe_remote():
     )
     assert safe.get_action_result("ab" * 32) is None
     assert len(warnings) == 1 and "grpcs://127.0.0.1:1" in warnings[0] and "FileNotFoundError" in warnings[0]
-    safe = open_safe_remote("http://127.0.0.1:1/", timeout=60)
-    assert safe.remote.timeout == 10.0  # bounded
+    safe = open_safe_remote("http://127.0.0.1:1/", timeout=60, min_rate=1000)
+    assert safe.remote.limits.deadline(1000).seconds == 61  # the limits asked for
     safe.close()
+    with pytest.raises(ValueError, match="must be positive"):
+        open_safe_remote("http://127.0.0.1:1/", timeout=0)

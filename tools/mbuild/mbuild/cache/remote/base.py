@@ -13,6 +13,27 @@ The clients here raise :class:`RemoteError` (or a subclass) on every failure;
 can never fail a build. Blob bytes are always checked against their digest
 before they reach the caller: a client writes a downloaded blob to its
 destination only once its SHA-256 and size match.
+
+Deadlines
+---------
+Every operation (one call of a :class:`RemoteCache` method: an action
+result read or write, a FindMissing, a batch of blob reads or writes, and
+the GetCapabilities a gRPC client asks first) has one :class:`Deadline`,
+set from the client's :class:`Limits` when the operation starts::
+
+    seconds = timeout + bytes / min_rate     # bytes: the blobs it moves, 0 for the rest
+
+It is shared by everything the operation does (resolving the host,
+connecting, TLS, retries, several requests or batches), and each blocking
+step is given what is left of it as its own limit (:meth:`Deadline.left`):
+the gRPC call deadline for REAPI, the timeout of every single socket send
+and receive for HTTP. No step can wait past the deadline, so the operation
+ends by it whatever the peer does: a server that drips one byte a second,
+stops after its headers or halfway through a body, or never accepts the
+connection makes the operation fail with :class:`RemoteTimeout` on time
+(the small margin is the time to notice: the scheduler's wake-up, a
+socket being closed). Reaching the server is bounded further, by
+``min(2 s, timeout)``, so a dead address is found out quickly.
 """
 
 from __future__ import annotations
@@ -32,9 +53,9 @@ if TYPE_CHECKING:  # the generated module is imported lazily by the clients
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 CHUNK = 1 << 20  # streaming unit for files, downloads and ByteStream messages
-DEFAULT_TIMEOUT = 10.0  # seconds a single call may take (small calls)
+DEFAULT_TIMEOUT = 10.0  # seconds one operation may take, bytes aside (see "Deadlines")
 MAX_CONNECT_TIMEOUT = 2.0  # seconds to reach the server
-MIN_TRANSFER_RATE = 1 << 20  # bytes/s a big transfer is granted on top of the timeout
+MIN_TRANSFER_RATE = 1 << 20  # bytes/s a transfer is granted on top of the timeout
 
 
 @dataclass(frozen=True)
@@ -239,25 +260,25 @@ def open_remote(
     headers: Mapping[str, str] = MappingProxyType({}),
     tls: TlsConfig | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    min_rate: float = MIN_TRANSFER_RATE,
 ) -> RemoteCache:
     """A raw client for *url* (see :func:`parse_remote_url`). Nothing is
     contacted until the first call. *headers* go with every request (HTTP
     headers, gRPC metadata), e.g. ``{"authorization": "Bearer …"}``;
-    credentials in the URL become HTTP basic auth. *timeout* bounds each call
-    (transfers of big blobs get extra time in proportion to their size);
-    reaching the server is bounded by ``min(2 s, timeout)``."""
+    credentials in the URL become HTTP basic auth. *timeout* and *min_rate*
+    are the :class:`Limits` every operation is held to (see "Deadlines" in
+    the module docstring)."""
     addr = parse_remote_url(url, instance_name)
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
+    limits = Limits(timeout, min_rate)
     if tls is not None and not addr.secure:
         raise ValueError(f"TLS options given for a plain-text remote cache URL {addr.display()}")
     if addr.is_grpc:
         from .reapi import ReapiCache
 
-        return ReapiCache(addr, headers=headers, tls=tls, timeout=timeout)
+        return ReapiCache(addr, headers=headers, tls=tls, limits=limits)
     from .http import HttpCache
 
-    return HttpCache(addr, headers=headers, tls=tls, timeout=timeout)
+    return HttpCache(addr, headers=headers, tls=tls, limits=limits)
 
 
 def basic_auth_header(username: str, password: str | None) -> str:
@@ -271,27 +292,57 @@ def basic_auth_header(username: str, password: str | None) -> str:
 
 
 class Deadline:
-    """A point in time a call must finish by."""
+    """The moment one remote operation must be over (see "Deadlines" in the
+    module docstring). Made when the operation starts and passed to each of
+    its steps, which take :meth:`left` as their own limit."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
+    def __init__(self, seconds: float, *, at: float | None = None) -> None:
+        self.seconds = seconds  # the operation's limit, for messages
+        self.at = time.monotonic() + seconds if at is None else at
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
-    def check(self) -> float:
-        """Seconds left; raises :class:`RemoteTimeout` when none are."""
+    def left(self) -> float:
+        """Seconds left for the next blocking step; :class:`RemoteTimeout`
+        when none are."""
         left = self.remaining()
         if left <= 0:
-            raise RemoteTimeout(f"no answer within {self.seconds:g} s")
+            raise self.exceeded()
         return left
 
+    def within(self, seconds: float) -> "Deadline":
+        """A deadline for one phase that must also be over within *seconds*
+        (reaching the server), and never later than this one."""
+        return Deadline(seconds, at=min(self.at, time.monotonic() + seconds))
 
-def transfer_timeout(timeout: float, size: int) -> float:
-    """The time a transfer of *size* bytes may take: the call timeout plus
-    time for the bytes at a floor rate, so a slow server still ends."""
-    return timeout + size / MIN_TRANSFER_RATE
+    def exceeded(self) -> "RemoteTimeout":
+        return RemoteTimeout(f"no answer within {round(self.seconds, 1):g} s")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a client's operations may take: *timeout* seconds, plus, for
+    blob transfers, the time their bytes take at *min_rate* bytes/s (a
+    slower server is given up on). Reaching the server is bounded by
+    :attr:`connect_timeout`."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    min_rate: float = MIN_TRANSFER_RATE
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout!r}")
+        if not self.min_rate > 0:
+            raise ValueError(f"min_rate must be positive, got {self.min_rate!r}")
+
+    @property
+    def connect_timeout(self) -> float:
+        return min(MAX_CONNECT_TIMEOUT, self.timeout)
+
+    def deadline(self, size: int = 0) -> Deadline:
+        """The deadline of an operation starting now that moves *size* bytes."""
+        return Deadline(self.timeout + size / self.min_rate)
 
 
 # ---------------------------------------------------------------- blob bytes

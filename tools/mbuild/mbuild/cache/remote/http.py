@@ -15,10 +15,15 @@ connection is dropped before the last byte, so the server never completes
 the PUT. Downloads are streamed into a temporary file, verified, then
 renamed into place. Connections are kept alive and pooled (thread-safe).
 
-Time bounds: reaching the server (name resolution and TCP/TLS connect) takes
-at most ``min(2 s, timeout)``; every socket wait at most *timeout*; a whole
-call at most *timeout*, plus, for blob transfers, time in proportion to the
-size (see :func:`.base.transfer_timeout`).
+Deadlines (see :mod:`.base`): each operation has one deadline, shared by
+its requests (a FindMissing is a HEAD per blob, several at a time; a batch
+of blobs is one request after another). The stdlib client has no deadline of
+its own, only a timeout per socket call, so the sockets here are
+:class:`BoundedSocket` / :class:`BoundedSSLSocket`: before every send and
+receive they set their timeout to what is left of the operation's deadline.
+A server dripping a byte at a time cannot stretch a call, since each byte's
+wait is cut to the time left; name resolution runs in a thread waited for
+within the connect bound.
 """
 
 from __future__ import annotations
@@ -39,17 +44,16 @@ from google.protobuf.message import DecodeError
 
 from .base import (
     CHUNK,
-    MAX_CONNECT_TIMEOUT,
     BlobRef,
     BlobSink,
     CorruptBlob,
     Deadline,
+    Limits,
     RemoteAddress,
     RemoteError,
     RemoteTimeout,
     TlsConfig,
     basic_auth_header,
-    transfer_timeout,
     verified_chunks,
 )
 from .proto import remote_execution_pb2 as re_pb2
@@ -86,43 +90,72 @@ def resolve_bounded(host: str, port: int, timeout: float) -> list[tuple]:
     return box["ok"]  # type: ignore[return-value]
 
 
-def _connector(connect_timeout: float, io_timeout: float) -> Callable:
-    """A replacement for ``socket.create_connection`` with a bounded resolve
-    and connect, leaving the socket with the I/O timeout."""
+class _Bounded:
+    """Socket methods that first cut the socket's timeout to what is left of
+    :attr:`deadline`, the deadline of the operation using the socket now
+    (set for each request; ``None`` leaves the timeout as it is)."""
 
-    def create_connection(address, timeout=None, source_address=None, *args, **kwargs):
-        host, port = address
-        deadline = Deadline(connect_timeout)
-        last: Exception | None = None
-        for family, type_, proto, _, sockaddr in resolve_bounded(host, port, connect_timeout):
-            left = deadline.remaining()
-            if left <= 0:
-                break
-            sock = socket.socket(family, type_, proto)
-            try:
-                sock.settimeout(left)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-            except OSError as e:
-                sock.close()
-                last = e
-                continue
-            sock.settimeout(io_timeout)
-            return sock
-        if isinstance(last, TimeoutError) or last is None:
-            raise RemoteTimeout(f"cannot connect within {connect_timeout:g} s")
-        raise last
+    deadline: Deadline | None = None
 
-    return create_connection
+    def _bound(self) -> None:
+        if self.deadline is not None:
+            self.settimeout(self.deadline.left())  # type: ignore[attr-defined]
+
+    def recv(self, *args, **kwargs):
+        self._bound()
+        return super().recv(*args, **kwargs)  # type: ignore[misc]
+
+    def recv_into(self, *args, **kwargs):
+        self._bound()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc]
+
+    def send(self, *args, **kwargs):
+        self._bound()
+        return super().send(*args, **kwargs)  # type: ignore[misc]
+
+    def sendall(self, *args, **kwargs):
+        self._bound()
+        return super().sendall(*args, **kwargs)  # type: ignore[misc]
 
 
-def os_error(e: BaseException, timeout: float) -> RemoteError:
+class BoundedSocket(_Bounded, socket.socket):
+    """A TCP socket whose every wait ends by its operation's deadline."""
+
+
+class BoundedSSLSocket(_Bounded, ssl.SSLSocket):
+    """The TLS socket ``SSLContext.wrap_socket`` makes here (its
+    ``sslsocket_class``): every read and write ends by the deadline. The
+    handshake is one call bounded by the timeout it starts with."""
+
+
+def open_socket(host: str, port: int, deadline: Deadline) -> BoundedSocket:
+    """Resolve and connect within *deadline*, trying each address in turn; the
+    socket is left with the time that is left as its timeout."""
+    last: Exception | None = None
+    for family, type_, proto, _, sockaddr in resolve_bounded(host, port, deadline.left()):
+        if deadline.remaining() <= 0:
+            break
+        sock = BoundedSocket(family, type_, proto)
+        try:
+            sock.settimeout(deadline.left())
+            sock.connect(sockaddr)
+            sock.settimeout(deadline.left())
+        except (OSError, RemoteTimeout) as e:
+            sock.close()
+            last = e
+            continue
+        return sock
+    if last is None or isinstance(last, (TimeoutError, RemoteTimeout)):
+        raise RemoteTimeout(f"cannot connect within {round(deadline.seconds, 1):g} s")
+    raise last
+
+
+def os_error(e: BaseException, deadline: Deadline) -> RemoteError:
     """A :class:`RemoteError` with a short reason for a transport failure."""
     if isinstance(e, RemoteError):
         return e
     if isinstance(e, TimeoutError):
-        return RemoteTimeout(f"no answer within {timeout:g} s")
+        return deadline.exceeded()
     if isinstance(e, ConnectionRefusedError):
         return RemoteError("connection refused")
     if isinstance(e, http.client.RemoteDisconnected):
@@ -139,14 +172,12 @@ def os_error(e: BaseException, timeout: float) -> RemoteError:
 
 
 class _Reply:
-    """A response being read, with the call's deadline applied to each read."""
+    """A response being read; its socket holds the reads to the deadline."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, deadline: Deadline, io: float):
-        self._conn = conn
+    def __init__(self, resp: http.client.HTTPResponse, deadline: Deadline):
         self.resp = resp
         self.status = resp.status
         self._deadline = deadline
-        self._io = io
 
     def header(self, name: str) -> str | None:
         return self.resp.getheader(name)
@@ -160,13 +191,10 @@ class _Reply:
 
     def chunks(self) -> Iterator[bytes]:
         while True:
-            left = self._deadline.check()
             try:
-                if self._conn.sock is not None:
-                    self._conn.sock.settimeout(min(self._io, left))
                 data = self.resp.read(CHUNK)
             except (OSError, http.client.HTTPException) as e:
-                raise os_error(e, self._deadline.seconds) from None
+                raise os_error(e, self._deadline) from None
             if not data:
                 return
             yield data
@@ -191,12 +219,13 @@ class HttpCache:
         *,
         headers: Mapping[str, str] = MappingProxyType({}),
         tls: TlsConfig | None = None,
-        timeout: float = 10.0,
+        limits: Limits = Limits(),
     ) -> None:
         self.name = addr.display()
         self.addr = addr
-        self.timeout = timeout
-        self.connect_timeout = min(MAX_CONNECT_TIMEOUT, timeout)
+        self.limits = limits
+        self.timeout = limits.timeout
+        self.connect_timeout = limits.connect_timeout
         hdrs: dict[str, str] = {"User-Agent": "mbuild"}
         if addr.username is not None and not any(k.lower() == "authorization" for k in headers):
             hdrs["Authorization"] = basic_auth_header(addr.username, addr.password)
@@ -207,6 +236,7 @@ class HttpCache:
             ctx = ssl.create_default_context(cafile=str(tls.ca_cert) if tls and tls.ca_cert else None)
             if tls and tls.client_cert:
                 ctx.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+            ctx.sslsocket_class = BoundedSSLSocket
             self._ssl = ctx
         self._pool: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -219,13 +249,21 @@ class HttpCache:
         return quote(self.addr.path, safe="/") + f"{kind}/{key}"
 
     def _new_conn(self) -> http.client.HTTPConnection:
+        """A connection (not yet connected) whose socket will be a
+        :class:`BoundedSocket`, reached within the connect bound of the
+        deadline in its ``deadline`` attribute (set by each request)."""
         if self._ssl is not None:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.addr.host, self.addr.port, timeout=self.timeout, context=self._ssl
+                self.addr.host, self.addr.port, context=self._ssl
             )
         else:
-            conn = http.client.HTTPConnection(self.addr.host, self.addr.port, timeout=self.timeout)
-        conn._create_connection = _connector(self.connect_timeout, self.timeout)  # type: ignore[attr-defined]
+            conn = http.client.HTTPConnection(self.addr.host, self.addr.port)
+
+        def reach(address, *_):
+            deadline = getattr(conn, "deadline", None) or self.limits.deadline()
+            return open_socket(*address, deadline.within(self.connect_timeout))
+
+        conn._create_connection = reach  # type: ignore[attr-defined]
         return conn
 
     def _take(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
@@ -269,10 +307,10 @@ class HttpCache:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # a kept-alive connection the server closed meanwhile: once more
-                raise os_error(e, deadline.seconds) from None
+                raise os_error(e, deadline) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                raise os_error(e, deadline.seconds) from None
+                raise os_error(e, deadline) from None
             except BaseException:  # SourceMismatch, RemoteTimeout: the request is cut short
                 conn.close()
                 raise
@@ -287,10 +325,12 @@ class HttpCache:
                     conn.close()
             return
 
-    def _send(self, conn, method, path, deadline, body, length, headers) -> _Reply:
-        left = deadline.check()
-        if conn.sock is not None:
-            conn.sock.settimeout(min(self.timeout, left))
+    def _send(self, conn, method, path, deadline: Deadline, body, length, headers) -> _Reply:
+        deadline.left()
+        conn.deadline = deadline  # for connecting (and the TLS handshake), see _new_conn
+        if conn.sock is None:
+            conn.connect()
+        conn.sock.deadline = deadline  # every wait from here on ends by it
         conn.putrequest(method, path, skip_accept_encoding=True)
         for k, v in {**self._headers, **headers}.items():
             conn.putheader(k, v)
@@ -299,13 +339,8 @@ class HttpCache:
         conn.endheaders()
         if body is not None:
             for data in body():
-                left = deadline.check()
-                conn.sock.settimeout(min(self.timeout, left))
                 conn.send(data)
-        left = deadline.check()
-        conn.sock.settimeout(min(self.timeout, left))
-        resp = conn.getresponse()
-        return _Reply(conn, resp, deadline, self.timeout)
+        return _Reply(conn.getresponse(), deadline)
 
     def _status_error(self, method: str, kind: str, reply: _Reply) -> RemoteError:
         st = reply.status
@@ -317,7 +352,7 @@ class HttpCache:
     # ------------------------------------------------------------ action cache
 
     def get_action_result(self, key_hex: str) -> re_pb2.ActionResult | None:
-        deadline = Deadline(self.timeout)
+        deadline = self.limits.deadline()
         with self._exchange("GET", self.url_path("ac", key_hex), deadline) as reply:
             if reply.status == 404:
                 reply.read_all(1 << 16)
@@ -332,11 +367,10 @@ class HttpCache:
 
     def put_action_result(self, key_hex: str, result: re_pb2.ActionResult) -> None:
         data = result.SerializeToString()
-        deadline = Deadline(self.timeout)
         with self._exchange(
             "PUT",
             self.url_path("ac", key_hex),
-            deadline,
+            self.limits.deadline(),
             body=lambda: iter((data,)),
             length=len(data),
             headers={"Content-Type": "application/octet-stream"},
@@ -347,8 +381,7 @@ class HttpCache:
 
     # ------------------------------------------------------------ CAS
 
-    def _has(self, blob: BlobRef) -> bool:
-        deadline = Deadline(self.timeout)
+    def _has(self, blob: BlobRef, deadline: Deadline) -> bool:
         with self._exchange("HEAD", self.url_path("cas", blob.hash), deadline) as reply:
             reply.read_all(0)
             if reply.status == 404:
@@ -362,15 +395,14 @@ class HttpCache:
 
     def find_missing(self, blobs: Iterable[BlobRef]) -> set[BlobRef]:
         wanted = list(dict.fromkeys(blobs))
+        deadline = self.limits.deadline()  # for all the HEADs together
         if len(wanted) <= 1:
-            return {b for b in wanted if not self._has(b)}
+            return {b for b in wanted if not self._has(b, deadline)}
         with ThreadPoolExecutor(max_workers=min(FIND_MISSING_PARALLELISM, len(wanted))) as ex:
-            present = list(ex.map(self._has, wanted))
+            present = list(ex.map(lambda b: self._has(b, deadline), wanted))
         return {b for b, p in zip(wanted, present) if not p}
 
-    def put_blob(self, blob: BlobRef, source: bytes | Path) -> None:
-        deadline = Deadline(transfer_timeout(self.timeout, blob.size))
-
+    def _put(self, blob: BlobRef, source: bytes | Path, deadline: Deadline) -> None:
         def body() -> Iterator[bytes]:
             return (data for data, _ in verified_chunks(blob, source))
 
@@ -386,12 +418,17 @@ class HttpCache:
             if reply.status not in _OK_PUT:
                 raise self._status_error("PUT", "cas", reply)
 
-    def put_blobs(self, items: Iterable[tuple[BlobRef, bytes | Path]]) -> None:
-        for blob, source in dict(items).items():
-            self.put_blob(blob, source)
+    def put_blob(self, blob: BlobRef, source: bytes | Path) -> None:
+        self._put(blob, source, self.limits.deadline(blob.size))
 
-    def get_blob(self, blob: BlobRef, dest: Path) -> bool:
-        deadline = Deadline(transfer_timeout(self.timeout, blob.size))
+    def put_blobs(self, items: Iterable[tuple[BlobRef, bytes | Path]]) -> None:
+        """Upload several blobs, one request after another, within one deadline."""
+        sources = dict(items)
+        deadline = self.limits.deadline(sum(b.size for b in sources))
+        for blob, source in sources.items():
+            self._put(blob, source, deadline)
+
+    def _get(self, blob: BlobRef, dest: Path, deadline: Deadline) -> bool:
         with self._exchange("GET", self.url_path("cas", blob.hash), deadline) as reply:
             if reply.status == 404:
                 reply.read_all(1 << 16)
@@ -407,12 +444,19 @@ class HttpCache:
                 sink.commit()
         return True
 
+    def get_blob(self, blob: BlobRef, dest: Path) -> bool:
+        return self._get(blob, dest, self.limits.deadline(blob.size))
+
     def get_blobs(self, items: Iterable[tuple[BlobRef, Path]]) -> dict[BlobRef, bool]:
+        """Download several blobs, one request after another, within one
+        deadline; each value says whether that blob was found (and written)."""
+        items = list(items)
+        deadline = self.limits.deadline(sum(b.size for b in dict(items)))
         found: dict[BlobRef, bool] = {}
         corrupt: CorruptBlob | None = None
         for blob, dest in items:
             try:
-                found[blob] = self.get_blob(blob, dest)
+                found[blob] = self._get(blob, dest, deadline)
             except CorruptBlob as e:
                 found[blob] = False
                 corrupt = corrupt or e
@@ -431,4 +475,4 @@ class HttpCache:
         return f"HttpCache({self.name!r})"
 
 
-__all__ = ["HttpCache", "resolve_bounded"]
+__all__ = ["BoundedSSLSocket", "BoundedSocket", "HttpCache", "open_socket", "resolve_bounded"]

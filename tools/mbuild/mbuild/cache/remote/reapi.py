@@ -11,7 +11,13 @@ ByteStream services of one instance:
   ByteStream Write (``{instance}/uploads/{uuid}/blobs/{hash}/{size}``) and
   Read (``{instance}/blobs/{hash}/{size}``), a piece at a time, so a big file
   is never held in memory;
-* every call carries a deadline, and the configured headers as metadata.
+* every call carries the configured headers as metadata, and the deadline
+  of the operation it belongs to (see :mod:`.base`): GetCapabilities, the
+  retries of a busy server, and each batch or stream of a multi-blob
+  operation all share it, each gRPC call being given what is left as its
+  own deadline, which gRPC enforces whatever the peer does (a stalled
+  stream, a connection never accepted, a drip of bytes). Waiting for
+  another thread's GetCapabilities answer is bounded by it too.
 
 mbuild's action keys are not digests of REAPI ``Action`` messages (mbuild
 computes its own keys, see :mod:`mbuild.cache.keys`), so there is no true
@@ -37,11 +43,11 @@ import grpc
 
 from .base import (
     CHUNK,
-    MAX_CONNECT_TIMEOUT,
     BlobRef,
     BlobSink,
     CorruptBlob,
     Deadline,
+    Limits,
     RemoteAddress,
     RemoteError,
     RemoteTimeout,
@@ -49,7 +55,6 @@ from .base import (
     TlsConfig,
     UpdatesDisabled,
     basic_auth_header,
-    transfer_timeout,
     verified_chunks,
     write_verified,
 )
@@ -160,12 +165,12 @@ def _short(details: str | None) -> str:
     return d[:200] or "no details"
 
 
-def rpc_error(e: grpc.RpcError, timeout: float) -> RemoteError:
+def rpc_error(e: grpc.RpcError, deadline: Deadline) -> RemoteError:
     """A :class:`RemoteError` with a short reason for a gRPC failure."""
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RemoteTimeout(f"no answer within {timeout:g} s")
+        return deadline.exceeded()
     if code == grpc.StatusCode.UNAVAILABLE:
         return RemoteError(_short(details))
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -198,13 +203,14 @@ class ReapiCache:
         *,
         headers: Mapping[str, str] = MappingProxyType({}),
         tls: TlsConfig | None = None,
-        timeout: float = 10.0,
+        limits: Limits = Limits(),
         channel: grpc.Channel | None = None,
     ) -> None:
         self.name = addr.display()
         self.instance_name = addr.instance_name
-        self.timeout = timeout
-        self.connect_timeout = min(MAX_CONNECT_TIMEOUT, timeout)
+        self.limits = limits
+        self.timeout = limits.timeout
+        self.connect_timeout = limits.connect_timeout
         md: list[tuple[str, str]] = []
         names = {k.lower() for k in headers}
         if addr.username is not None and "authorization" not in names:
@@ -235,54 +241,62 @@ class ReapiCache:
 
     # ------------------------------------------------------------ setup
 
-    def server_info(self) -> ServerInfo:
-        """Ask GetCapabilities once (bounded by the connect timeout, so a
-        down server is found out quickly) and check SHA-256 is offered."""
-        with self._lock:
-            if self._info is not None:
-                return self._info
-            req = re_pb2.GetCapabilitiesRequest(instance_name=self.instance_name)
-            try:
-                caps = self._retrying(
-                    lambda t: self._caps_stub.GetCapabilities(
-                        req, timeout=t, metadata=self._metadata, wait_for_ready=False
-                    ),
-                    self.connect_timeout,
-                )
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
-                    raise rpc_error(e, self.connect_timeout) from None
-                info = ServerInfo()  # a cache without Capabilities: assume the defaults
-            else:
-                cc = caps.cache_capabilities
-                update_enabled = True
-                if caps.HasField("cache_capabilities") and cc.HasField("action_cache_update_capabilities"):
-                    update_enabled = cc.action_cache_update_capabilities.update_enabled
-                info = ServerInfo(
-                    digest_functions=tuple(cc.digest_functions),
-                    update_enabled=update_enabled,
-                    max_batch_total_size_bytes=cc.max_batch_total_size_bytes,
-                    max_cas_blob_size_bytes=cc.max_cas_blob_size_bytes,
-                )
-            if info.digest_functions and _SHA256 not in info.digest_functions:
-                names = ", ".join(re_pb2.DigestFunction.Value.Name(v) for v in info.digest_functions)
-                raise RemoteError(f"server does not offer SHA-256 digests (only {names})")
-            self._info = info
-            return info
+    def server_info(self, deadline: Deadline | None = None) -> ServerInfo:
+        """Ask GetCapabilities once (within the connect bound, so a down
+        server is found out quickly, and within *deadline*, the operation's
+        that needs it) and check SHA-256 is offered."""
+        if self._info is not None:
+            return self._info
+        deadline = deadline or self.limits.deadline()
+        if not self._lock.acquire(timeout=deadline.left()):  # another thread is asking
+            raise deadline.exceeded()
+        try:
+            if self._info is None:
+                self._info = self._ask_capabilities(deadline.within(self.connect_timeout))
+            return self._info
+        finally:
+            self._lock.release()
 
-    def _batch_limit(self) -> int:
-        return batch_limit(self.server_info().max_batch_total_size_bytes)
+    def _ask_capabilities(self, deadline: Deadline) -> ServerInfo:
+        req = re_pb2.GetCapabilitiesRequest(instance_name=self.instance_name)
+        try:
+            caps = self._retrying(
+                lambda t: self._caps_stub.GetCapabilities(req, timeout=t, metadata=self._metadata, wait_for_ready=False),
+                deadline,
+            )
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise rpc_error(e, deadline) from None
+            info = ServerInfo()  # a cache without Capabilities: assume the defaults
+        else:
+            cc = caps.cache_capabilities
+            update_enabled = True
+            if caps.HasField("cache_capabilities") and cc.HasField("action_cache_update_capabilities"):
+                update_enabled = cc.action_cache_update_capabilities.update_enabled
+            info = ServerInfo(
+                digest_functions=tuple(cc.digest_functions),
+                update_enabled=update_enabled,
+                max_batch_total_size_bytes=cc.max_batch_total_size_bytes,
+                max_cas_blob_size_bytes=cc.max_cas_blob_size_bytes,
+            )
+        if info.digest_functions and _SHA256 not in info.digest_functions:
+            names = ", ".join(re_pb2.DigestFunction.Value.Name(v) for v in info.digest_functions)
+            raise RemoteError(f"server does not offer SHA-256 digests (only {names})")
+        return info
+
+    def _batch_limit(self, deadline: Deadline) -> int:
+        return batch_limit(self.server_info(deadline).max_batch_total_size_bytes)
 
     @staticmethod
-    def _retrying(attempt: Callable[[float], T], timeout: float) -> T:
+    def _retrying(attempt: Callable[[float], T], deadline: Deadline) -> T:
         """Run ``attempt(seconds_left)`` until it succeeds, fails for good, or
-        the deadline passes; :data:`RETRY_CODES` are retried with jittered
-        exponential backoff. Raises the last ``grpc.RpcError``."""
-        deadline = Deadline(timeout)
+        *deadline* passes; :data:`RETRY_CODES` are retried with jittered
+        exponential backoff. Raises the last ``grpc.RpcError``, or
+        :class:`RemoteTimeout` when no time is left for an attempt."""
         delay = 0.02
         while True:
             try:
-                return attempt(max(deadline.remaining(), 0.001))
+                return attempt(deadline.left())
             except grpc.RpcError as e:
                 pause = delay * (0.5 + random.random())
                 # Another attempt needs time to answer: with less than
@@ -292,45 +306,46 @@ class ReapiCache:
                 time.sleep(pause)
                 delay = min(delay * 2, 0.5)
 
-    def _call(self, method, request, timeout: float | None = None):
-        t = timeout or self.timeout
+    def _call(self, method, request, deadline: Deadline):
         try:
-            return self._retrying(lambda left: method(request, timeout=left, metadata=self._metadata), t)
+            return self._retrying(lambda left: method(request, timeout=left, metadata=self._metadata), deadline)
         except grpc.RpcError as e:
-            raise rpc_error(e, t) from None
+            raise rpc_error(e, deadline) from None
 
     # ------------------------------------------------------------ action cache
 
     def get_action_result(self, key_hex: str) -> re_pb2.ActionResult | None:
         digest = _action_digest(key_hex)
-        self.server_info()
+        deadline = self.limits.deadline()
+        self.server_info(deadline)
         req = re_pb2.GetActionResultRequest(
             instance_name=self.instance_name, action_digest=digest, digest_function=_SHA256
         )
         try:
             return self._retrying(
-                lambda t: self._ac.GetActionResult(req, timeout=t, metadata=self._metadata), self.timeout
+                lambda t: self._ac.GetActionResult(req, timeout=t, metadata=self._metadata), deadline
             )
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise rpc_error(e, self.timeout) from None
+            raise rpc_error(e, deadline) from None
 
     def put_action_result(self, key_hex: str, result: re_pb2.ActionResult) -> None:
         digest = _action_digest(key_hex)
-        if not self.server_info().update_enabled:
+        deadline = self.limits.deadline()
+        if not self.server_info(deadline).update_enabled:
             raise UpdatesDisabled("the server does not let clients update the action cache")
         req = re_pb2.UpdateActionResultRequest(
             instance_name=self.instance_name, action_digest=digest, action_result=result, digest_function=_SHA256
         )
         try:
             self._retrying(
-                lambda t: self._ac.UpdateActionResult(req, timeout=t, metadata=self._metadata), self.timeout
+                lambda t: self._ac.UpdateActionResult(req, timeout=t, metadata=self._metadata), deadline
             )
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED):
                 raise UpdatesDisabled(f"{e.code().name.lower()}: {_short(e.details())}") from None
-            raise rpc_error(e, self.timeout) from None
+            raise rpc_error(e, deadline) from None
 
     # ------------------------------------------------------------ CAS
 
@@ -338,7 +353,8 @@ class ReapiCache:
         wanted = {b for b in blobs if not b.is_empty}  # the empty blob is always there
         if not wanted:
             return set()
-        self.server_info()
+        deadline = self.limits.deadline()
+        self.server_info(deadline)
         by_key = {(b.hash, b.size): b for b in wanted}
         ordered = list(wanted)
         missing: set[BlobRef] = set()
@@ -348,7 +364,7 @@ class ReapiCache:
                 blob_digests=[_digest(b) for b in ordered[i : i + FIND_MISSING_CHUNK]],
                 digest_function=_SHA256,
             )
-            resp = self._call(self._cas.FindMissingBlobs, req)
+            resp = self._call(self._cas.FindMissingBlobs, req, deadline)
             for d in resp.missing_blob_digests:
                 b = by_key.get((d.hash, d.size_bytes))
                 if b is not None:
@@ -359,9 +375,9 @@ class ReapiCache:
         self.put_blobs([(blob, source)])
 
     def put_blobs(self, items: Iterable[tuple[BlobRef, bytes | Path]]) -> None:
-        """Upload several blobs: small ones together in batches, big ones
-        streamed. Blobs over the server's ``max_cas_blob_size_bytes`` are
-        skipped (the server would refuse them)."""
+        """Upload several blobs within one deadline: small ones together in
+        batches, big ones streamed. Blobs over the server's
+        ``max_cas_blob_size_bytes`` are skipped (the server would refuse them)."""
         sources: dict[BlobRef, bytes | Path] = {}
         for blob, source in items:
             sources.setdefault(blob, source)
@@ -370,29 +386,30 @@ class ReapiCache:
                 pass
         if not sources:
             return
-        cap = self.server_info().max_cas_blob_size_bytes
+        deadline = self.limits.deadline(sum(b.size for b in sources))
+        cap = self.server_info(deadline).max_cas_blob_size_bytes
         if cap > 0:  # the server would refuse these: a cache may simply not hold them
             for blob in [b for b in sources if b.size > cap]:
                 del sources[blob]
-        batches, streamed = plan_batches(list(sources), self._batch_limit())
+        batches, streamed = plan_batches(list(sources), self._batch_limit(deadline))
         for batch in batches:
-            self._batch_update(batch, sources)
+            self._batch_update(batch, sources, deadline)
         for blob in streamed:
-            self._write(blob, sources[blob])
+            self._write(blob, sources[blob], deadline)
 
-    def _batch_update(self, batch: list[BlobRef], sources: Mapping[BlobRef, bytes | Path]) -> None:
+    def _batch_update(self, batch: list[BlobRef], sources: Mapping[BlobRef, bytes | Path], deadline: Deadline) -> None:
         req = re_pb2.BatchUpdateBlobsRequest(instance_name=self.instance_name, digest_function=_SHA256)
         for blob in batch:
             data = b"".join(chunk for chunk, _ in verified_chunks(blob, sources[blob]))
             req.requests.add(digest=_digest(blob), data=data)
-        resp = self._call(self._cas.BatchUpdateBlobs, req)
+        resp = self._call(self._cas.BatchUpdateBlobs, req, deadline)
         for r in resp.responses:
             if r.status.code != 0:
                 raise RemoteError(
                     f"upload of blob {r.digest.hash[:12]}… refused (code {r.status.code}: {_short(r.status.message)})"
                 )
 
-    def _write(self, blob: BlobRef, source: bytes | Path) -> None:
+    def _write(self, blob: BlobRef, source: bytes | Path, deadline: Deadline) -> None:
         resource = write_resource_name(self.instance_name, blob)
         problem: list[SourceMismatch] = []
 
@@ -411,13 +428,12 @@ class ReapiCache:
                 problem.append(e)
                 raise
 
-        t = transfer_timeout(self.timeout, blob.size)
         try:
-            resp = self._retrying(lambda left: self._bs.Write(requests(), timeout=left, metadata=self._metadata), t)
+            resp = self._retrying(lambda left: self._bs.Write(requests(), timeout=left, metadata=self._metadata), deadline)
         except grpc.RpcError as e:
             if problem:
                 raise problem[0] from None
-            raise rpc_error(e, t) from None
+            raise rpc_error(e, deadline) from None
         if problem:
             raise problem[0]
         if resp.committed_size not in (blob.size, -1):
@@ -427,8 +443,8 @@ class ReapiCache:
         return self.get_blobs([(blob, dest)])[blob]
 
     def get_blobs(self, items: Iterable[tuple[BlobRef, Path]]) -> dict[BlobRef, bool]:
-        """Download several blobs; small ones together in batches. Each value
-        says whether that blob was found (and written, verified)."""
+        """Download several blobs within one deadline; small ones together in
+        batches. Each value says whether that blob was found (and written, verified)."""
         dests: dict[BlobRef, list[Path]] = {}
         for blob, dest in items:
             dests.setdefault(blob, []).append(Path(dest))
@@ -439,15 +455,16 @@ class ReapiCache:
             found[blob] = True
         if not dests:
             return found
-        batches, streamed = plan_batches(list(dests), self._batch_limit())
+        deadline = self.limits.deadline(sum(b.size for b in dests))
+        batches, streamed = plan_batches(list(dests), self._batch_limit(deadline))
         corrupt: CorruptBlob | None = None
         for batch in batches:
-            got, bad = self._batch_read(batch, dests)
+            got, bad = self._batch_read(batch, dests, deadline)
             found.update(got)
             corrupt = corrupt or bad
         for blob in streamed:
             try:
-                found[blob] = self._read(blob, dests[blob])
+                found[blob] = self._read(blob, dests[blob], deadline)
             except CorruptBlob as e:
                 found[blob] = False
                 corrupt = corrupt or e
@@ -456,12 +473,12 @@ class ReapiCache:
         return found
 
     def _batch_read(
-        self, batch: list[BlobRef], dests: Mapping[BlobRef, list[Path]]
+        self, batch: list[BlobRef], dests: Mapping[BlobRef, list[Path]], deadline: Deadline
     ) -> tuple[dict[BlobRef, bool], CorruptBlob | None]:
         req = re_pb2.BatchReadBlobsRequest(
             instance_name=self.instance_name, digests=[_digest(b) for b in batch], digest_function=_SHA256
         )
-        resp = self._call(self._cas.BatchReadBlobs, req)
+        resp = self._call(self._cas.BatchReadBlobs, req, deadline)
         found = {b: False for b in batch}
         by_key = {(b.hash, b.size): b for b in batch}
         corrupt: CorruptBlob | None = None
@@ -485,8 +502,7 @@ class ReapiCache:
             found[blob] = True
         return found, corrupt
 
-    def _read(self, blob: BlobRef, dests: list[Path]) -> bool:
-        t = transfer_timeout(self.timeout, blob.size)
+    def _read(self, blob: BlobRef, dests: list[Path], deadline: Deadline) -> bool:
         req = bs_pb2.ReadRequest(resource_name=read_resource_name(self.instance_name, blob))
         first, *others = dests
 
@@ -501,11 +517,11 @@ class ReapiCache:
                 call.cancel()  # ends the stream if we stopped early; a no-op once it is done
 
         try:
-            self._retrying(attempt, t)
+            self._retrying(attempt, deadline)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return False
-            raise rpc_error(e, t) from None
+            raise rpc_error(e, deadline) from None
         for dest in others:
             with BlobSink(blob, dest) as sink, open(first, "rb") as f:
                 while chunk := f.read(CHUNK):

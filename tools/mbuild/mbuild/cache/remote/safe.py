@@ -28,7 +28,16 @@ What happens next depends on the failure:
 * the remote does not accept action results (read-only): one warning, and
   uploads are skipped while reads continue;
 * a local file given to ``put_blob`` is not the blob named (it changed after
-  it was digested): a warning for that blob, nothing uploaded.
+  it was digested): a warning for that blob, nothing uploaded;
+* the caller finds an answer wrong in a way only it can tell (an action
+  result whose parts do not belong together, see
+  :mod:`mbuild.execution.remote`) and says so with :meth:`SafeRemote.reject`:
+  treated like corrupted data.
+
+Time: every call ends within the client's deadline (:mod:`.base`,
+"Deadlines"), so a remote that fails costs a run at most one deadline
+(calls in flight together end together), and one that answers wrongly but
+fast costs nothing more.
 
 Each kind of warning is given at most once per wrapper; create one wrapper per
 run (:func:`open_safe_remote`), so once per run.
@@ -44,6 +53,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 
 from .base import (
     DEFAULT_TIMEOUT,
+    MIN_TRANSFER_RATE,
     BlobRef,
     CorruptBlob,
     RemoteCache,
@@ -114,6 +124,11 @@ class SafeRemote:
             f"mbuild: warning: remote cache {self.name} sent corrupted data ({e.reason}); "
             "treated as a cache miss (the entry is replaced when the result is uploaded again)",
         )
+
+    def reject(self, reason: str) -> None:
+        """Count an answer the caller found wrong (*reason* says how) as
+        corrupted data: one warning per run, and the remote stays on."""
+        self._corrupt(CorruptBlob(reason))
 
     def _guard(self, op: str, default: T, fn: Callable[[], T]) -> T:
         if self.disabled_reason is not None:
@@ -254,15 +269,19 @@ def open_safe_remote(
     headers: Mapping[str, str] = MappingProxyType({}),
     tls: TlsConfig | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    min_rate: float = MIN_TRANSFER_RATE,
 ) -> SafeRemote:
-    """A never-failing remote cache for one run. A malformed URL is a usage
-    error and raises ``ValueError`` at once; anything else (unreadable TLS
-    files, …) gives the usual one-time warning and a disabled remote. Each
-    call is bounded by ``min(timeout, 10 s)``, reaching the server by 2 s."""
+    """A never-failing remote cache for one run. A malformed URL or a
+    non-positive limit is a usage error and raises ``ValueError`` at once;
+    anything else (unreadable TLS files, …) gives the usual one-time warning
+    and a disabled remote. Each call ends within *timeout* seconds plus, for
+    blobs, their size at *min_rate* bytes/s (see :mod:`.base`, "Deadlines");
+    reaching the server within ``min(2 s, timeout)``."""
     addr = parse_remote_url(url, instance_name)  # ValueError for the user to fix
-    timeout = min(timeout, DEFAULT_TIMEOUT)
     try:
-        remote = open_remote(url, instance_name=instance_name, headers=headers, tls=tls, timeout=timeout)
+        remote = open_remote(
+            url, instance_name=instance_name, headers=headers, tls=tls, timeout=timeout, min_rate=min_rate
+        )
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001
