@@ -69,3 +69,27 @@ def test_a_pin_the_engine_does_not_have_says_what_to_do(tmp_path, image_names):
     assert missing in line and "mbuild lock" in line and "load that image" in line
     # No "not pinned" warning, or anything else, before the error.
     assert proc.stderr.strip().splitlines() == [line]
+
+
+def test_a_base_only_a_registry_has_is_resolved_there(tmp_path, image_names, run_id):
+    """Where there is a registry, BuildKit resolves the base there: the image is
+    pushed to the local registry and is not in the engine under that name."""
+    from ..conftest import REGISTRY
+
+    remote = f"{REGISTRY}/mbuild-test/registry-base-{run_id}:v1"
+    subprocess.run(["docker", "tag", BASE_IMAGE, remote], check=True, capture_output=True)
+    try:
+        subprocess.run(["docker", "push", "-q", remote], check=True, capture_output=True, timeout=300)
+    finally:
+        subprocess.run(["docker", "rmi", remote], capture_output=True)  # only the tag: the engine keeps the base
+    name = image_names("bases-registry")
+    root = workspace(tmp_path / "ws", f'[images.base]\nref = "{remote}"', name)
+    proc = mbuild(root, "build", "--json", "//app:img")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    explain = mbuild(root, "explain", "//app:img").stdout
+    digest = json.loads(explain[explain.index("{"):explain.rindex("}") + 1])["bases"]["base"]
+    head = subprocess.run(["curl", "-fsSI", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
+                           "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                           f"http://{REGISTRY}/v2/mbuild-test/registry-base-{run_id}/manifests/v1"],
+                          capture_output=True, text=True)
+    assert f"docker-content-digest: {digest}" in head.stdout.lower()
