@@ -150,8 +150,10 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
         print(message if message.startswith("mbuild:") else f"mbuild: warning: {message}", file=sys.stderr)
 
     try:
+        limits = {"timeout": workspace.cache.remote_timeout, "min_rate": workspace.cache.remote_min_rate}
         remote = open_safe_remote(url, warn=warn, instance_name=workspace.cache.remote_instance,
-                                  headers=dict(workspace.cache.remote_headers))
+                                  headers=dict(workspace.cache.remote_headers),
+                                  **{k: v for k, v in limits.items() if v is not None})
     except ValueError as e:
         raise ConfigError(f"remote cache {url!r}: {e}; use grpc://host:port, grpcs://…, http://host:port/…") from None
     return RemoteActions(remote, store, workspace.cache.remote_upload if upload is None else upload)

@@ -40,6 +40,12 @@ Every key is optional; unknown keys are errors (so typos are caught)::
     remote_upload = false          # default false (read-only, for laptops); CI passes --remote-upload
     remote_instance = ""           # optional instance name sent to `remote`
     remote_headers = { "Authorization" = "Bearer ..." }   # optional extra headers
+    # Limits every remote cache operation is held to, whatever the server does
+    # (drips bytes, stalls, never accepts): it fails after remote_timeout
+    # seconds plus, when it moves N bytes, N / remote_min_rate seconds; the
+    # first failure turns the remote off for the rest of the build.
+    remote_timeout = 10            # default; seconds, > 0 and at most 3600
+    remote_min_rate = "1MiB"       # default; a size (per second), like max_size
 
     # BuildKit's layer cache, so steps an action cache miss re-runs can still
     # reuse layers: exported after each solve, imported before. Types:
@@ -119,6 +125,8 @@ class CacheSettings:
     remote_upload: bool = False
     remote_instance: str = ""
     remote_headers: Mapping[str, str] = field(default_factory=dict)
+    remote_timeout: float | None = None  # seconds; None: the remote client's default
+    remote_min_rate: int | None = None  # bytes/s; None: the remote client's default
     # BuildKit's own layer cache: [[cache.buildkit.export]] / [[cache.buildkit.import]]
     # tables of exporter attributes; "{target}" in a value becomes the target's name.
     buildkit_exports: tuple = ()
@@ -280,7 +288,9 @@ def _type_name(value: Any) -> str:
 
 
 _TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch", "images", "registry", "cache")
-_CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers", "buildkit")
+_CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers",
+               "remote_timeout", "remote_min_rate", "buildkit")
+MAX_REMOTE_TIMEOUT = 3600
 _BUILDKIT_CACHE_TYPES = ("registry", "inline", "local")
 
 
@@ -371,6 +381,15 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
     for key, value in headers.items():
         if not isinstance(value, str):
             raise r.fail(t, "remote_headers", f"cache.remote_headers.{key} must be a string, got {_type_name(value)}")
+    timeout = r.get(t, cache, "remote_timeout", (int, float), "a number of seconds", None)
+    if timeout is not None and (isinstance(timeout, bool) or not 0 < timeout <= MAX_REMOTE_TIMEOUT):
+        raise r.fail(t, "remote_timeout", f"cache.remote_timeout must be a number of seconds above 0 and at most "
+                                          f"{MAX_REMOTE_TIMEOUT}, like 10; got {timeout!r}")
+    rate_text = r.get(t, cache, "remote_min_rate", str, 'a size per second like "1MiB"')
+    min_rate = parse_size(rate_text) if rate_text is not None else None
+    if rate_text is not None and not min_rate:
+        raise r.fail(t, "remote_min_rate", f"cache.remote_min_rate must be a size per second above 0 like \"1MiB\" "
+                                           f"or \"500KB\", got {rate_text!r}")
     layer_cache = r.table(t, cache, "buildkit")
     r.check_keys(t + ("buildkit",), layer_cache, ("export", "import"))
     exports = _parse_layer_cache(r, t + ("buildkit",), layer_cache, "export")
@@ -384,6 +403,8 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
         remote_upload=r.get(t, cache, "remote_upload", bool, "true or false", False),
         remote_instance=r.get(t, cache, "remote_instance", str, "a string", ""),
         remote_headers=dict(headers),
+        remote_timeout=timeout,
+        remote_min_rate=min_rate,
     )
 
 
