@@ -23,6 +23,13 @@ Attribute types (Python values after ``coerce_attrs``):
 * ``label_list``   - tuple[Label, ...]
 * ``bool``         - bool
 * ``int``          - int
+* ``base_image``   - str: the name of a WORKSPACE.toml ``[images]`` entry ("" = none).
+  A schema fact: analysis resolves exactly the images these attributes name
+  (through BuildKit) before any rule runs, and checks that each name exists.
+
+A label attribute may also name the providers its targets must give
+(``providers=(PoetryVenv,)``); analysis checks them before the rule runs.
+Loading only carries them.
 
 Every rule also has these attributes (Bazel semantics):
 
@@ -59,7 +66,7 @@ __all__ = [
     "render_docs",
 ]
 
-AttrType = Literal["string", "string_list", "string_dict", "label", "label_list", "bool", "int"]
+AttrType = Literal["string", "string_list", "string_dict", "label", "label_list", "bool", "int", "base_image"]
 _ATTR_TYPES: tuple[str, ...] = get_args(AttrType)
 
 PUBLIC = "//visibility:public"
@@ -88,6 +95,7 @@ _EMPTY_DEFAULTS: dict[str, Any] = {
     "label_list": (),
     "bool": False,
     "int": 0,
+    "base_image": "",
 }
 
 
@@ -96,17 +104,21 @@ class Attr:
     """One attribute of a rule.
 
     ``default`` None means the type's empty value ("", (), {}, None, False, 0).
-    Label defaults are absolute label strings.
+    Label defaults are absolute label strings. ``providers`` (label and
+    label_list only): the provider types every target named here must give.
     """
 
     type: AttrType
     doc: str
     default: Any = None
     mandatory: bool = False
+    providers: tuple = ()
 
     def __post_init__(self) -> None:
         if self.type not in _ATTR_TYPES:
             raise ValueError(f"unknown attribute type {self.type!r}; use one of {', '.join(_ATTR_TYPES)}")
+        if self.providers and self.type not in ("label", "label_list"):
+            raise ValueError(f"only label and label_list attributes can require providers, not {self.type}")
 
 
 IMPLICIT_ATTRS: Mapping[str, Attr] = {
@@ -152,6 +164,7 @@ _DESCRIBE = {
     "label_list": "a list of label strings",
     "bool": "True or False",
     "int": "an integer",
+    "base_image": "the name of a WORKSPACE.toml image",
 }
 
 
@@ -167,7 +180,7 @@ def _wrong(where: Location, attr: str, rule: str, kind: str, value: Any, detail:
 
 
 def _coerce(kind: str, value: Any, attr: str, rule: str, where: Location, package: str) -> Any:
-    if kind == "string":
+    if kind == "string" or kind == "base_image":
         if not isinstance(value, str):
             raise _wrong(where, attr, rule, kind, value)
         return value
@@ -282,14 +295,22 @@ def coerce_attrs(
     return result
 
 
-def render_docs(schema: RuleSchema) -> str:
-    """Markdown documentation of a rule (for ``mbuild help <rule>``)."""
-    lines = [f"# {schema.name}", "", schema.doc.strip(), "", "| attribute | type | default | doc |", "|---|---|---|---|"]
+def render_docs(schema: RuleSchema, defined_in: str = "") -> str:
+    """Markdown documentation of a rule (for ``mbuild help <rule>``);
+    ``defined_in`` names where the rule is declared (``rules/python.py:40``)."""
+    lines = [f"# {schema.name}", "", schema.doc.strip(), ""]
+    if defined_in:
+        lines += [f"Defined in {defined_in}.", ""]
+    lines += ["| attribute | type | default | doc |", "|---|---|---|---|"]
     for key, attr in schema.all_attrs.items():
         if attr.mandatory:
             default = "mandatory"
         else:
             value = _EMPTY_DEFAULTS[attr.type] if attr.default is None else attr.default
             default = f"`{value!r}`" if value is not None else "`None`"
-        lines.append(f"| `{key}` | {attr.type} | {default} | {attr.doc} |")
+        kind = attr.type
+        if attr.providers:
+            kind += " giving " + ", ".join(getattr(p, "__name__", str(p)) for p in attr.providers)
+        doc = " ".join(attr.doc.split())
+        lines.append(f"| `{key}` | {kind} | {default} | {doc} |")
     return "\n".join(lines) + "\n"

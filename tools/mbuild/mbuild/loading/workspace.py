@@ -19,8 +19,16 @@ Every key is optional; unknown keys are errors (so typos are caught)::
     ca_bundle = "certs/corp-ca.pem"
 
     # Timestamp (seconds since the epoch) for file times and image metadata,
-    # for reproducible images (default: unset, the rules pick 0).
+    # for reproducible images. Default: $SOURCE_DATE_EPOCH when set, else 0
+    # (1970-01-01, as Bazel and rules_oci use), so an unrelated commit never
+    # changes an image. Whichever is used is part of every action key.
     source_date_epoch = 0
+
+    # Rule modules: workspace Python files, written against mbuild.api.v1,
+    # whose public rules every BUILD file can call besides mbuild's built-in
+    # filegroup, group and container_image (docs/rules.md). Paths are
+    # relative to the root; the workspace modules they import need no entry.
+    rules = ["rules/python.py", "rules/node.py"]
 
     # Base images, referred to by name from rules. `digest` pins the image
     # (written by `mbuild lock`); without it the tag is resolved at build time.
@@ -72,13 +80,14 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from mbuild.errors import ConfigError, at
 
 __all__ = [
     "WORKSPACE_FILE",
     "BaseImage",
+    "RuleModule",
     "CacheSettings",
     "Workspace",
     "find_workspace",
@@ -115,6 +124,13 @@ class BaseImage:
         return f"{self.ref}@{self.digest}" if self.digest else self.ref
 
 
+class RuleModule(NamedTuple):
+    """One entry of ``rules``: a workspace-relative ``.py`` path and its line."""
+
+    path: str
+    line: int | None
+
+
 @dataclass(frozen=True)
 class CacheSettings:
     """The ``[cache]`` table."""
@@ -146,6 +162,7 @@ class Workspace:
     cache: CacheSettings
     ca_bundle: Path | None = None
     source_date_epoch: int | None = None
+    rules: tuple[RuleModule, ...] = ()
 
     @property
     def workspace_file(self) -> Path:
@@ -227,6 +244,18 @@ class _Reader:
             return found or header_line
         return header_line
 
+    def line_of_text(self, start: int | None, text: str, nth: int = 1) -> int | None:
+        """The line of the ``nth`` line at or after ``start`` that holds ``text``
+        (else ``start``): where one element of a multi-line array is."""
+        if start is None:
+            return None
+        for number in range(start, len(self.lines) + 1):
+            if text in self.lines[number - 1]:
+                nth -= 1
+                if nth == 0:
+                    return number
+        return start
+
     def fail(self, table: tuple[str, ...], key: str | None, msg: str) -> ConfigError:
         return ConfigError(at(WORKSPACE_FILE, self.line_of(table, key), msg))
 
@@ -287,7 +316,8 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-_TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch", "images", "registry", "cache")
+_TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch", "rules", "images", "registry",
+             "cache")
 _CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers",
                "remote_timeout", "remote_min_rate", "buildkit")
 MAX_REMOTE_TIMEOUT = 3600
@@ -331,7 +361,32 @@ def parse_workspace(text: str, root: Path) -> Workspace:
         cache=_parse_cache(r, r.table((), data, "cache")),
         ca_bundle=ca_bundle,
         source_date_epoch=epoch,
+        rules=_parse_rules(r, data),
     )
+
+
+def _parse_rules(r: _Reader, data: Mapping[str, Any]) -> tuple[RuleModule, ...]:
+    paths = r.get((), data, "rules", list, 'an array of paths like ["rules/python.py"]', [])
+    key_line = r.line_of((), "rules")
+    out: list[RuleModule] = []
+    for path in paths:
+        seen = sum(1 for m in out if m.path == path)
+        line = r.line_of_text(key_line, _toml_string(path), seen + 1) if isinstance(path, str) else key_line
+        if not isinstance(path, str):
+            raise ConfigError(at(WORKSPACE_FILE, line, f"rules: entries must be path strings, got {_type_name(path)}"))
+        parts = path.split("/")
+        if not path.endswith(".py") or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ConfigError(at(WORKSPACE_FILE, line, f"rules: {path!r} must be a workspace-relative path to a "
+                                                       f".py file, like \"rules/python.py\""))
+        if seen:
+            raise ConfigError(at(WORKSPACE_FILE, line, f"rules: {path} is listed twice; remove one"))
+        out.append(RuleModule(path, line))
+    return tuple(out)
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (the way it is written in the file)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _parse_images(r: _Reader, images: Mapping[str, Any]) -> dict[str, BaseImage]:
