@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import REPO
 from .conftest import PYTHON_RUNTIME, describe, json_records, mbuild
 
 WORKSPACE = 'name = "clitest"\n'
@@ -157,8 +158,12 @@ def test_usage_errors_exit_2(tmp_path, args):
 
 
 def test_help_for_unknown_rule(tmp_path):
-    line = one_line_error(mbuild("help", "python_imag", cwd=tmp_path))
-    assert "python_image" in line
+    # In the monorepo, its own rules are known: the closest one is suggested.
+    line = one_line_error(mbuild("help", "python_imag"))
+    assert "did you mean python_image?" in line, line
+    # Outside any workspace only mbuild's built-ins are.
+    line = one_line_error(mbuild("help", "python_image", cwd=tmp_path))
+    assert "known rules: container_image, filegroup, group" in line, line
 
 
 # ---------------------------------------------------------------------------
@@ -239,20 +244,36 @@ def test_graph_mermaid():
     assert edges == INFRA_EDGES
 
 
-# The rules the monorepo's BUILD files use (mbuild may offer more).
-MONOREPO_RULES = {"compose", "filegroup", "group", "node_build", "node_image", "pnpm_install", "poetry_install",
-                  "python_image"}
+# The rules the monorepo's BUILD files use: the workspace's own (rules/*.py)
+# and mbuild's built-ins.
+MONOREPO_RULES = {"compose": "rules/compose.py", "node_build": "rules/node.py", "node_image": "rules/node.py",
+                  "pnpm_install": "rules/node.py", "poetry_install": "rules/python.py",
+                  "python_image": "rules/python.py", "filegroup": "mbuild/rules/files.py",
+                  "group": "mbuild/rules/files.py", "container_image": "mbuild/rules/container.py"}
 
 
-def test_help_lists_the_rules():
-    from mbuild.rules import RULES
-
+def test_help_lists_the_rules_and_where_each_is_defined():
     result = mbuild("help")
     assert result.returncode == 0, describe(result)
-    listed = [line.split(":", 1)[0] for line in result.stdout.splitlines() if line.strip()]
-    assert listed == sorted(RULES)
-    assert MONOREPO_RULES <= set(listed)
-    assert all(len(line.split(":", 1)[1].strip()) > 10 for line in result.stdout.splitlines() if line.strip())
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    listed = {line.split(":", 1)[0]: line for line in lines}
+    assert list(listed) == sorted(MONOREPO_RULES)
+    for name, module in MONOREPO_RULES.items():
+        assert listed[name].endswith(f"({module})"), listed[name]
+        assert len(listed[name].split(":", 1)[1]) > 20, listed[name]
+
+
+def test_help_documents_every_attribute_of_every_rule():
+    from mbuild.workflow import rules_here
+
+    rules = rules_here(REPO)
+    assert set(rules) == set(MONOREPO_RULES)
+    for name, rule in rules.items():
+        text = mbuild("help", name).stdout
+        assert f"Defined in {rule.location}." in text, text
+        for attr, decl in rule.schema.all_attrs.items():
+            row = next((line for line in text.splitlines() if line.startswith(f"| `{attr}` |")), None)
+            assert row is not None and decl.doc.split()[0] in row, (name, attr, text)
 
 
 def test_help_for_a_rule_documents_its_attributes():

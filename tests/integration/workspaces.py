@@ -1,5 +1,6 @@
 """Small offline workspaces for engine tests: a library, two images and a
-compose file on the local base image, in a git repository of their own."""
+compose file on the local base image, in a git repository of their own.
+The compose rule is the monorepo's own (``rules/compose.py``, copied)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..conftest import BASE_IMAGE
+from ..conftest import BASE_IMAGE, REPO
 
 MBUILD = [sys.executable, "-m", "mbuild.cli"]
 
@@ -54,9 +55,11 @@ def make_workspace(root: Path, cache: Path, suffix: str) -> Workspace:
     write_tree(root, {
         "WORKSPACE.toml": f"""
             name = "testws"
+            rules = ["rules/compose.py"]
             [images.base]
             ref = "{BASE_IMAGE}"
             """,
+        "rules/compose.py": (REPO / "rules" / "compose.py").read_text(),
         ".dockerignore": ".env\n",
         ".env": "SECRET=1\n",
         "lib/BUILD": """

@@ -214,18 +214,22 @@ def lock(ctx) -> None:
 
 @cli.command(name="help")
 @click.argument("rule", required=False)
-def help_rule(rule: str | None) -> None:
-    """Show the documentation of a rule (or list the rules)."""
+@click.pass_context
+def help_rule(ctx, rule: str | None) -> None:
+    """Show the documentation of a rule (or list the rules): mbuild's built-ins
+    and the workspace's own (WORKSPACE.toml ``rules``)."""
     from .loading.schema import render_docs
-    from .rules import RULES
+    from .workflow import rules_here
 
+    rules = rules_here(ctx.obj["cwd"])
     if rule is None:
-        for name, r in sorted(RULES.items()):
-            click.echo(f"{name}: {r.schema.doc}")
+        for name in sorted(rules):
+            r = rules[name]
+            click.echo(f"{name}: {' '.join(r.schema.doc.split())} ({r.module})")
         return
-    if rule not in RULES:
-        raise ConfigError(f"unknown rule {rule!r}; known rules: {', '.join(sorted(RULES))}")
-    click.echo(render_docs(RULES[rule].schema))
+    if rule not in rules:
+        raise rules.unknown(rule)
+    click.echo(render_docs(rules[rule].schema, str(rules[rule].location)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,12 +14,17 @@ from typing import Sequence
 
 from .analysis.analyze import analyze, needed_base_images
 from .analysis.providers import ResolvedBase, TargetInfo
+from .analysis.registry import RuleRegistry
 from .errors import ConfigError
 from .execution.daemon import Daemon
 from .loading.graph import TargetGraph, load_graph
 from .loading.labels import Label
 from .loading.workspace import Workspace, find_workspace, load_workspace
-from .rules import SCHEMAS
+
+# SOURCE_DATE_EPOCH when neither WORKSPACE.toml nor the environment sets one:
+# fixed (1970-01-01, as Bazel and rules_oci use), so a commit that changes no
+# input changes no image, and no key.
+DEFAULT_EPOCH = 0
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,32 @@ class Loaded:
     workspace: Workspace
     graph: TargetGraph
     current_package: str
+    rules: RuleRegistry
+
+
+def load_rules(workspace: Workspace) -> RuleRegistry:
+    """The rules BUILD files can call: mbuild's built-ins and the workspace's
+    rule modules (WORKSPACE.toml ``rules``)."""
+    from . import api
+    from .analysis.rule_modules import RuleModuleLoader
+    from .rules import builtin_registry
+
+    registry = builtin_registry()
+    if workspace.rules:
+        RuleModuleLoader(workspace.root, api.modules()).load_into(registry, workspace.rules)
+    return registry
+
+
+def rules_here(start: Path) -> RuleRegistry:
+    """The rules of the workspace around ``start`` (``mbuild help``); only the
+    built-ins outside any workspace."""
+    from .rules import builtin_registry
+
+    try:
+        root = find_workspace(start)
+    except ConfigError:
+        return builtin_registry()
+    return load_rules(load_workspace(root))
 
 
 def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = None,
@@ -51,8 +82,9 @@ def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = Non
     rel = os.path.relpath(start.resolve(), root)
     current = "" if rel == "." else rel.replace(os.sep, "/")
     skip = [Path(workspace.output_dir).name]
-    graph = load_graph(root, SCHEMAS, patterns, current_package=current, skip_dirs=skip)
-    return Loaded(workspace, graph, current)
+    rules = load_rules(workspace)
+    graph = load_graph(root, rules.schemas, patterns, current_package=current, skip_dirs=skip)
+    return Loaded(workspace, graph, current, rules)
 
 
 def resolve_labels(loaded: Loaded, patterns: Sequence[str]) -> list[Label]:
@@ -77,32 +109,33 @@ def warn_unpinned(workspace: Workspace, names: set[str]) -> None:
 class Analysed:
     infos: dict[Label, TargetInfo]
     bases: dict[str, ResolvedBase]
+    platform: str  # what the LLB and the base images were made for; in every key
+
+
+def build_platform() -> str:
+    """The platform built: the host's (as BuildKit builds by default)."""
+    from buildkit.llb import host_platform
+
+    return str(host_platform())
 
 
 def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon) -> Analysed:
     """Analyse ``labels``, their base images resolved by BuildKit (``daemon``)."""
-    from buildkit.llb import host_platform
-
     from .execution.bases import resolve_bases
 
-    names = needed_base_images(loaded.graph, labels)
-    known = sorted(n for n in names if n in loaded.workspace.images)  # unknown names fail in the rule, at file:line
-    bases = resolve_bases(daemon.client(), [loaded.workspace.images[n] for n in known],
-                          str(host_platform())) if known else {}
-    analysed = Analysed(analyze(loaded.graph, loaded.workspace, labels, bases), bases)
+    platform = build_platform()
+    names = needed_base_images(loaded.graph, labels, loaded.rules)
+    known = sorted(n for n in names if n in loaded.workspace.images)  # unknown names fail at file:line in analysis
+    bases = resolve_bases(daemon.client(), [loaded.workspace.images[n] for n in known], platform) if known else {}
+    infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
     warn_unpinned(loaded.workspace, set(known))
-    return analysed
+    return Analysed(infos, bases, platform)
 
 
-def engine_options(workspace: Workspace) -> dict[str, str]:
-    """Output-relevant engine options that go into action keys."""
-    options = {"exporter": "image", "mediatypes": "oci"}
-    # An explicit epoch changes the bytes of every image; the default one (the
-    # last commit's time) is left out, or every commit would rebuild everything.
-    explicit = explicit_epoch(workspace)
-    if explicit is not None:
-        options["source_date_epoch"] = str(explicit)
-    return options
+def engine_options(epoch: int) -> dict[str, str]:
+    """Output-relevant engine options that go into action keys: the epoch
+    images are made with is one of them, whichever it is."""
+    return {"exporter": "image", "mediatypes": "oci", "source_date_epoch": str(epoch)}
 
 
 def keys_for(loaded: Loaded, analysed: Analysed, store):
@@ -112,7 +145,7 @@ def keys_for(loaded: Loaded, analysed: Analysed, store):
     stat_cache = StatCache(store.stat_cache_path)
     try:
         return compute_keys(loaded.workspace, analysed.infos, analysed.bases, stat_cache,
-                            engine_options(loaded.workspace))
+                            engine_options(source_date_epoch(loaded.workspace)), analysed.platform)
     finally:
         stat_cache.close()
 
@@ -129,12 +162,10 @@ def explicit_epoch(workspace: Workspace) -> int | None:
     return int(env)
 
 
-def source_date_epoch(workspace: Workspace) -> int | None:
-    """The explicit epoch (see :func:`explicit_epoch`), else the last commit's time."""
-    from .vcs import last_commit_time
-
+def source_date_epoch(workspace: Workspace) -> int:
+    """The explicit epoch (see :func:`explicit_epoch`), else :data:`DEFAULT_EPOCH`."""
     explicit = explicit_epoch(workspace)
-    return explicit if explicit is not None else last_commit_time(workspace.root)
+    return explicit if explicit is not None else DEFAULT_EPOCH
 
 
 def open_remote(workspace: Workspace, store, url: str | None, upload: bool | None):
@@ -200,6 +231,7 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
     for package in loaded.graph.packages.values():
         files.append(os.path.join(root, package.build_file))
         files.extend(os.path.join(root, bzl) for bzl in package.bzl_files)
+    files.extend(os.path.join(root, path) for path in loaded.rules.code_files)  # rule modules and their imports
     for info in analysed.infos.values():
         files.extend(os.path.join(root, src) for src in info.sources)
     skip_extra = [Path(loaded.workspace.output_dir).name]
@@ -226,7 +258,10 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
 
 
 def explain_target(loaded: Loaded, target: Label) -> str:
-    from .cache.keys import diff_inputs, render
+    """A target's key inputs, and what changed since its last recorded build
+    (the record's inputs against today's: a generated file's record is stored
+    under a key that also covers its images' digests, so keys alone differ)."""
+    from .cache.keys import KeyInputs, diff_inputs, render
     from .cache.store import LocalStore
 
     daemon = Daemon(loaded.workspace.buildkit)
@@ -240,10 +275,10 @@ def explain_target(loaded: Loaded, target: Label) -> str:
     last = store.last(loaded.workspace.name, str(target))
     if last is None:
         lines.append(f"no earlier build of {target} is recorded in {store.root}")
-    elif last.key == inputs.key:
+    elif KeyInputs(last.inputs).key == inputs.key:
         lines.append("unchanged since the last build: a build answers from the cache")
     else:
-        lines.append(f"changed since the last build (key {last.key[:16]}…):")
+        lines.append(f"changed since the last build (key {KeyInputs(last.inputs).key[:16]}…):")
         lines.extend(f"  {line}" for line in diff_inputs(last.inputs, inputs.doc))
     return "\n".join(lines) + "\n"
 
@@ -254,7 +289,8 @@ def affected(loaded: Loaded, since: str, patterns: Sequence[str] = ("//...",)) -
     from .vcs import changed_files
 
     universe = resolve_labels(loaded, patterns)
-    infos = analyze(loaded.graph, loaded.workspace, universe, {})  # file inputs only: no engine needed
+    # File inputs only: no engine needed.
+    infos = analyze(loaded.graph, loaded.workspace, universe, {}, loaded.rules, build_platform())
     changed = changed_files(loaded.workspace.root, since)
     wanted = set(universe)
     return [label for label in affected_targets(loaded.graph, infos, changed) if label in wanted]

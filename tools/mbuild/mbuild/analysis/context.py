@@ -1,21 +1,24 @@
-"""The context a rule implementation runs in: its attributes, its deps'
-results, and the only ways it may reach sources and base images.
+"""The context a rule implementation runs in: the only way a rule reaches its
+attributes, its dependencies' providers, workspace sources, base images,
+fetching steps and workspace facts.
 
 Everything a rule reads through the context is recorded as an input of its
-action (``sources``, ``bases``), so action keys cover exactly what the output
-depends on.
+action (``sources``, ``bases``, ``context`` facts), so action keys cover
+exactly what the output depends on. Rule code cannot reach the context's
+internals: names starting with ``_`` are refused in rule modules
+(:mod:`mbuild.analysis.rule_modules`).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping
 
 from buildkit import llb
 from ..errors import ConfigError
 from ..loading.labels import Label
-from ..loading.schema import Location
 from ..loading.workspace import BaseImage, Workspace
-from .providers import ResolvedBase, TargetInfo
+from .providers import Files, Provider, ResolvedBase, Stage, TargetInfo
 
 # The name of the local source that holds workspace files; FileSync serves it
 # from the workspace root with .dockerignore applied.
@@ -32,49 +35,127 @@ CA_ENV = {
 }
 
 
+class Dep:
+    """A dependency as a rule sees it: ``label``, ``kind`` and its providers,
+    read by type: ``dep[PoetryVenv]``, ``PoetryVenv in dep``, ``dep.get(PoetryVenv)``."""
+
+    def __init__(self, info: TargetInfo, ctx: "RuleContext") -> None:
+        self._info = info
+        self._ctx = ctx
+
+    @property
+    def label(self) -> Label:
+        return self._info.label
+
+    @property
+    def kind(self) -> str:
+        return self._info.kind
+
+    def __contains__(self, provider_type: type) -> bool:
+        return provider_type in self._info.providers
+
+    def __getitem__(self, provider_type: type) -> Provider:
+        found = self._info.providers.get(provider_type)
+        if found is None:
+            raise self._ctx.error(f"{self.label} ({self.kind}) does not provide "
+                                  f"{getattr(provider_type, '__name__', provider_type)}")
+        return found
+
+    def get(self, provider_type: type, default: Any = None) -> Any:
+        return self._info.providers.get(provider_type, default)
+
+
 class RuleContext:
-    def __init__(self, target, workspace: Workspace, deps: Mapping[Label, TargetInfo],
-                 bases: Mapping[str, ResolvedBase], platform: str | None = None) -> None:
-        self.label: Label = target.label
-        self.kind: str = target.kind
-        self.attrs: Mapping[str, Any] = target.attrs
-        self.location: Location = target.location
-        self.workspace = workspace
+    """What a rule implementation gets: ``ctx.attr("srcs")``, ``ctx.dep(label)``,
+    ``ctx.files(labels)``, ``ctx.stage(label)``, ``ctx.source(files)``,
+    ``ctx.copy_sources(...)``, ``ctx.base("base")``, ``ctx.fetching()``,
+    ``ctx.error(...)``, and the facts ``label``, ``kind``, ``package``,
+    ``platform``, ``workspace_name`` and ``output_relpath(...)``."""
+
+    def __init__(self, target, schema, workspace: Workspace, deps: Mapping[Label, TargetInfo],
+                 bases: Mapping[str, ResolvedBase], platform: str) -> None:
+        self._target = target
+        self._schema = schema
+        self._workspace = workspace
         self._deps = deps
         self._resolved = bases
-        self.platform = platform
+        self._platform = platform
         self._sources: set[str] = set()
         self._bases: dict[str, BaseImage] = {}
+        self._facts: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def label(self) -> Label:
+        """The target's label."""
+        return self._target.label
+
+    @property
+    def kind(self) -> str:
+        """The rule's name."""
+        return self._target.kind
+
+    @property
+    def package(self) -> str:
+        """The target's package ("" for the root package)."""
+        return self._target.label.package
+
+    @property
+    def platform(self) -> str:
+        """The platform being built, like ``linux/amd64`` (part of every key)."""
+        return self._platform
+
+    @property
+    def workspace_name(self) -> str:
+        """The workspace's name (WORKSPACE.toml ``name``); recorded in the key."""
+        self._facts["workspace_name"] = self._workspace.name
+        return self._workspace.name
+
+    def output_relpath(self, name: str, path: str) -> str:
+        """How a file this target generates as ``name`` (under its package's
+        output folder) refers to the workspace file ``path``: the relative path
+        from the generated file's folder. Recorded in the key."""
+        for what, value in (("name", name), ("path", path)):
+            if not _plain_relative(value):
+                raise self.error(f"output_relpath: {what} {value!r} must be a relative path without '..'")
+        out = os.path.join(str(self._workspace.output_dir), self.package, name)
+        rel = os.path.relpath(os.path.join(str(self._workspace.root), path), os.path.dirname(out))
+        self._facts[f"output_relpath({name}, {path})"] = rel
+        return rel
 
     # ------------------------------------------------------------------ attributes
 
     def attr(self, name: str) -> Any:
-        return self.attrs[name]
+        """The value of attribute ``name`` (its default when not set)."""
+        try:
+            return self._target.attrs[name]
+        except KeyError:
+            raise self.error(f"rule {self.kind} has no attribute {name!r}; declare it in the rule's attrs") from None
 
     def error(self, message: str) -> ConfigError:
-        """A one-line error at the target's BUILD file line."""
-        return self.location.error(f"{self.label}: {message}")
+        """A one-line error at the target's BUILD file line; ``raise ctx.error(...)``."""
+        return self._target.location.error(f"{self.label}: {message}")
 
     # ------------------------------------------------------------------ dependencies
 
-    def dep(self, label: Label) -> TargetInfo:
-        return self._deps[label]
+    def dep(self, label: Label) -> Dep:
+        """A target named by one of this target's label attributes."""
+        info = self._deps.get(label)
+        if info is None:
+            raise self.error(f"{label} is not a dependency of {self.label}; name it in a label attribute")
+        return Dep(info, self)
 
-    def files_of(self, labels: Iterable[Label]) -> tuple[str, ...]:
-        """The workspace files of these deps (filegroups), sorted and unique."""
+    def files(self, labels: Iterable[Label]) -> tuple[str, ...]:
+        """The workspace files of these deps (their Files), sorted and unique."""
         out: set[str] = set()
         for label in labels:
-            info = self._deps[label]
-            if not info.files:
-                raise self.error(f"{label} ({info.kind}) provides no files")
-            out.update(info.files)
+            out.update(self.dep(label)[Files].files)
         return tuple(sorted(out))
 
-    def stage_of(self, label: Label) -> llb.State:
-        info = self._deps[label]
-        if info.stage is None:
-            raise self.error(f"{label} ({info.kind}) is not an image stage")
-        return info.stage
+    def stage(self, label: Label) -> llb.State:
+        """The LLB state of a dep that gives a Stage."""
+        return self.dep(label)[Stage].state
 
     # ------------------------------------------------------------------ inputs
 
@@ -85,59 +166,41 @@ class RuleContext:
         return llb.local(
             WORKSPACE_LOCAL,
             include=files,
-            shared_key_hint=f"{self.workspace.name}:{self.label}",
+            shared_key_hint=f"{self._workspace.name}:{self.label}",
         ).with_name(name or f"[{self.label}] load {len(files)} source files")
 
-    def base(self, name: str) -> llb.State:
-        """The base image ``name`` from WORKSPACE.toml, pinned to the digest it resolved to."""
-        image = self.workspace.images.get(name)
-        if image is None:
-            known = ", ".join(sorted(self.workspace.images)) or "none"
-            raise self.error(f"unknown base image {name!r}; WORKSPACE.toml [images] has: {known}")
+    def copy_sources(self, st: llb.State, labels: Iterable[Label], into: str, owner: str | None = None) -> llb.State:
+        """``st`` with the files of the deps ``labels`` (their Files) copied
+        under ``into`` at their workspace paths (``apps/api/x.py`` -> ``<into>/apps/api/x.py``)."""
+        return st.copy(self.source(self.files(labels)), "/", into.rstrip("/") + "/", owner=owner)
+
+    def base(self, attr: str) -> llb.State:
+        """The base image named by the ``base_image`` attribute ``attr``,
+        pinned to the digest it resolved to, with its config."""
+        decl = self._schema.all_attrs.get(attr)
+        if decl is None or decl.type != "base_image":
+            raise self.error(f"base({attr!r}): rule {self.kind} has no base_image attribute {attr!r}; "
+                             f"declare it with attr.base_image(...)")
+        name = self._target.attrs[attr]
+        if not name:
+            raise self.error(f"attribute {attr!r} is empty; name a base image from WORKSPACE.toml [images]")
+        image = self._workspace.images[name]  # analysis checked every base_image attribute's name
         self._bases[name] = image
         resolved = self._resolved.get(name)
         if resolved is None:
-            return llb.image(image.pinned_ref, platform=self.platform)
-        return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self.platform)
-
-    def copy_sources(self, st: llb.State, labels: Iterable[Label], into: str, owner: str | None = None) -> llb.State:
-        """``st`` with the files of the filegroups ``labels`` copied under ``into``
-        at their workspace paths (``apps/api/x.py`` -> ``<into>/apps/api/x.py``)."""
-        return st.copy(self.source(self.files_of(labels)), "/", into.rstrip("/") + "/", owner=owner)
+            return llb.image(image.pinned_ref, platform=self._platform)
+        return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self._platform)
 
     def fetching(self, *mounts) -> dict:
-        """``run`` arguments for a step that downloads: the CA bundle's secret
-        mount and variables (when the workspace has one), plus ``mounts``."""
-        return {"env": self.fetch_env(), "mounts": [*self.fetch_mounts(), *mounts]}
+        """``run`` arguments for a step that downloads: the workspace CA
+        bundle's secret mount and the variables tools read it from (when the
+        workspace has one), plus ``mounts``: ``st.run(cmd, **ctx.fetching())``."""
+        if not self._workspace.ca_bundle:
+            return {"env": {}, "mounts": list(mounts)}
+        ca = llb.secret(CA_PATH, id=CA_SECRET_ID, mode=0o444, optional=True)
+        return {"env": dict(CA_ENV), "mounts": [ca, *mounts]}
 
-    def fetch_env(self) -> dict[str, str]:
-        """Env for a step that downloads (PyPI, npm): points tools at the CA bundle."""
-        return dict(CA_ENV) if self.workspace.ca_bundle else {}
 
-    def fetch_mounts(self) -> list:
-        """Mounts for a step that downloads: the workspace CA bundle, as a secret."""
-        if not self.workspace.ca_bundle:
-            return []
-        return [llb.secret(CA_PATH, id=CA_SECRET_ID, mode=0o444, optional=True)]
-
-    # ------------------------------------------------------------------ result
-
-    def result(self, **fields: Any) -> TargetInfo:
-        from ..rules import RULES
-
-        rule = RULES[self.kind]
-        sources = self._sources | set(fields.pop("sources", ()))
-        return TargetInfo(
-            label=self.label,
-            kind=self.kind,
-            sources=tuple(sorted(sources)),
-            bases=tuple(self._bases[k] for k in sorted(self._bases)),
-            deps=tuple(self._deps_used()),
-            attrs=self.attrs,
-            rule_version=rule.version,
-            location=self.location,
-            **fields,
-        )
-
-    def _deps_used(self) -> list[Label]:
-        return sorted(self._deps)
+def _plain_relative(path: str) -> bool:
+    return isinstance(path, str) and bool(path) and not path.startswith("/") and \
+        all(part not in ("", ".", "..") for part in path.split("/"))

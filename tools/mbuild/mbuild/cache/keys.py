@@ -5,18 +5,27 @@ whitespace) holding:
 
 ``schema``
     The version of this derivation (bumped whenever it changes).
-``rule``, ``rule_version``
-    The rule kind and its implementation version.
+``rule``, ``rule_module``, ``rule_files``, ``api``
+    The rule's name, the module declaring it, the sha256 of every file of the
+    rule's code (its module and each workspace module it imports, found when
+    the modules load), and the rule API versions that code imports. A change
+    to a rule file changes the keys of exactly that rule's targets (and of
+    what depends on them); nothing is bumped by hand.
 ``attrs``
     The target's attributes except ``name``, ``visibility`` and ``tags``;
     labels as ``//pkg:name`` strings.
+``context``
+    The workspace facts the rule read through its context (the workspace
+    name, a generated file's path to a workspace file).
 ``llb``
     The digest of the target's LLB definition, when it has one (marshalled
     without per-solve uniqueness, so it is the same on every machine). It
-    changes with anything the rule emits, so an implementation change cannot
-    reuse a stale result even if ``rule_version`` was not bumped.
+    changes with anything the rule emits.
 ``config``
     The image config (Env, User, Cmd…) the stage carries to the exporter.
+``generated``
+    For a generated file: its path, the render function (``file:name``; its
+    code is in ``rule_files``) and the arguments it is called with.
 ``sources``
     Each workspace file the target reads directly: ``path -> kind:sha256``,
     where kind is ``f`` (file), ``x`` (executable) or ``l`` (symlink).
@@ -24,9 +33,13 @@ whitespace) holding:
     The keys of the targets it uses (their outputs are in its inputs).
 ``bases``
     Each base image name -> the digest it resolved to.
-``platform``, ``engine``
-    The target platform and output-relevant engine options (exporter,
-    ``SOURCE_DATE_EPOCH``).
+``platform``
+    The platform really built (the one the LLB and the base images were
+    resolved for).
+``engine``
+    Output-relevant engine options: the exporter, media types and the
+    ``source_date_epoch`` image times are set to (always: the default epoch
+    is fixed, so an unrelated commit changes nothing).
 
 Excluded on purpose: absolute paths, mtimes, user names, the checkout
 location and the machine — two checkouts on two machines get equal keys.
@@ -41,10 +54,11 @@ from functools import cached_property
 from typing import Any, Mapping
 
 from ..analysis.providers import TargetInfo
+from ..analysis.rule import function_name
 from ..loading.labels import Label
 from .digests import FileDigest
 
-KEY_SCHEMA = "mbuild-key-v1"
+KEY_SCHEMA = "mbuild-key-v2"
 _IMPLICIT = ("name", "visibility", "tags")
 
 
@@ -105,11 +119,15 @@ class KeyInputs:
 
 def key_inputs(info: TargetInfo, files: Mapping[str, FileDigest], dep_keys: Mapping[Label, str],
                base_digests: Mapping[str, str], platform: str, engine: Mapping[str, str]) -> KeyInputs:
+    rule = info.rule
     doc: dict[str, Any] = {
         "schema": KEY_SCHEMA,
         "rule": info.kind,
-        "rule_version": info.rule_version,
+        "rule_module": rule.module,
+        "rule_files": dict(rule.files),
+        "api": list(rule.api),
         "attrs": {k: _plain(v) for k, v in sorted(info.attrs.items()) if k not in _IMPLICIT},
+        "context": _plain(info.context),
         "sources": {path: files[path].key_part() for path in info.sources},
         "deps": {str(d): dep_keys[d] for d in info.deps},
         "bases": {b.name: base_digests.get(b.name, b.digest or b.ref) for b in info.bases},
@@ -119,6 +137,10 @@ def key_inputs(info: TargetInfo, files: Mapping[str, FileDigest], dep_keys: Mapp
     if info.stage is not None:
         doc["llb"] = info.stage.marshal().head_digest
         doc["config"] = info.stage.image_config()
+    if info.generated is not None:
+        gen = info.generated
+        doc["generated"] = {"path": gen.path, "render": function_name(gen.function), "args": _plain(gen.args),
+                            "images": [str(label) for label in gen.image_deps]}
     return KeyInputs(doc)
 
 

@@ -37,7 +37,6 @@ from .plan import Job, plan
 from .scheduler import run_parallel
 
 EventSink = Callable[[Label, object], None]
-PLATFORM = "linux/amd64"
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ class TargetOutcome:
 
 
 def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases: Mapping[str, ResolvedBase],
-                 stat_cache: StatCache, engine_options: Mapping[str, str]) -> dict[Label, KeyInputs]:
-    """Key inputs of every analysed target (``infos`` is in dependency order)."""
+                 stat_cache: StatCache, engine_options: Mapping[str, str], platform: str) -> dict[Label, KeyInputs]:
+    """Key inputs of every analysed target (``infos`` is in dependency order),
+    built for ``platform`` (the one analysis made the LLB for)."""
     sources = sorted({path for info in infos.values() for path in info.sources})
     try:
         files = stat_cache.digest_files(workspace.root, sources)
@@ -81,7 +81,7 @@ def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases:
     out: dict[Label, KeyInputs] = {}
     for label, info in infos.items():
         dep_keys = {d: out[d].key for d in info.deps}
-        out[label] = key_inputs(info, files, dep_keys, base_digests, PLATFORM, engine_options)
+        out[label] = key_inputs(info, files, dep_keys, base_digests, platform, engine_options)
     return out
 
 
@@ -260,8 +260,9 @@ class Executor:
 
     def _output_key(self, label: Label, key: str) -> str:
         """A generated file's key also covers what its images were built as:
-        an image rebuilt under the same key may get a new digest (a new
-        SOURCE_DATE_EPOCH), and the file must name the one in the engine."""
+        an image rebuilt under the same key may get a new digest (a step
+        whose output is not byte-reproducible, run again once its cached
+        result was gone), and the file must name the one in the engine."""
         import hashlib
 
         gen = self.infos[label].generated

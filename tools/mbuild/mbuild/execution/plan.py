@@ -1,6 +1,6 @@
 """Which jobs a build runs, from the requested targets' analysis. Pure.
 
-* A ``group`` stands for its deps.
+* A target with a ``Group`` provider (``group``) stands for the targets it names.
 * A target with an ``image`` is one solve: every stage it builds on is part
   of the same LLB graph, so BuildKit dedupes and parallelises them.
 * A stage-only target (``poetry_install``…) is solved on its own only when no
@@ -25,7 +25,7 @@ class Job:
 
 
 def expand_groups(labels: Iterable[Label], infos: Mapping[Label, TargetInfo]) -> list[Label]:
-    """Replace groups by the targets they name (recursively), keeping order."""
+    """Replace targets with a Group provider by the targets it names (recursively), keeping order."""
     out: list[Label] = []
     seen: set[Label] = set()
 
@@ -34,8 +34,8 @@ def expand_groups(labels: Iterable[Label], infos: Mapping[Label, TargetInfo]) ->
             return
         seen.add(label)
         info = infos[label]
-        if info.kind == "group":
-            for dep in info.attrs["deps"]:
+        if info.group is not None:
+            for dep in info.group:
                 visit(dep)
         else:
             out.append(label)

@@ -1,30 +1,29 @@
-"""The rules BUILD files can call, by name.
+"""mbuild's built-in rules: the generic ones every workspace has.
 
-Each rule module declares its rules' schemas (every attribute documented
-where it is declared) and pure implementations. ``mbuild help RULE`` prints
-the documentation.
+``filegroup`` and ``group`` (:mod:`.files`) and ``container_image``
+(:mod:`.container`), written against the public rule API like any
+workspace's rules. Language and deployment rules are workspace code (the
+workspace's ``rules/``, listed in WORKSPACE.toml ``rules``).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import hashlib
+from pathlib import Path
 
-from ..analysis.rule import Rule
-from . import compose, container, files, node, python
+from ..analysis.registry import RuleRegistry, public_rules
+from ..analysis.rule import code_path
+from . import container, files
 
-RULES: Mapping[str, Rule] = {
-    r.name: r
-    for r in (
-        files.FILEGROUP,
-        files.GROUP,
-        python.POETRY_INSTALL,
-        python.PYTHON_IMAGE,
-        node.PNPM_INSTALL,
-        node.NODE_BUILD,
-        node.NODE_IMAGE,
-        compose.COMPOSE,
-        container.CONTAINER_IMAGE,
-    )
-}
+_MODULES = (files, container)
 
-SCHEMAS = {name: rule.schema for name, rule in RULES.items()}
+
+def builtin_registry() -> RuleRegistry:
+    """A registry holding the built-in rules, each keyed by its module's source."""
+    registry = RuleRegistry()
+    for module in _MODULES:
+        path = code_path(module.__file__)
+        digest = "sha256:" + hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
+        for name, decl in public_rules(vars(module)):
+            registry.add(name, decl, {path: digest}, ("v1",), decl.location)
+    return registry

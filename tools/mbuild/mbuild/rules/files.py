@@ -1,47 +1,41 @@
-"""Rules that name things: files (``filegroup``) and targets (``group``)."""
+"""Rules that name things: files (``filegroup``) and targets (``group``).
+
+Written against the public rule API only, like a workspace's own rules.
+"""
 
 from __future__ import annotations
 
-from ..analysis.context import RuleContext
-from ..analysis.rule import Rule
-from ..loading.schema import Attr, RuleSchema
+from mbuild.api import v1 as mb
 
 
-def _filegroup(ctx: RuleContext):
-    package = ctx.label.package
+def _filegroup(ctx):
+    package = ctx.package
     prefix = f"{package}/" if package else ""
     # Existence is checked when the files are digested (every build does),
     # which names this target's BUILD line; a glob lists only what exists.
     paths = [prefix + src for src in ctx.attr("srcs")]
-    paths.extend(ctx.files_of(ctx.attr("deps")) if ctx.attr("deps") else ())
+    paths.extend(ctx.files(ctx.attr("deps")))
     if not paths:
         raise ctx.error("a filegroup needs at least one file; check srcs or glob() patterns")
-    files = tuple(sorted(set(paths)))
-    return ctx.result(files=files, sources=files)
+    return [mb.Files(tuple(sorted(set(paths))))]
 
 
-FILEGROUP = Rule(
-    RuleSchema(
-        name="filegroup",
-        doc="A named set of source files, for rules that copy sources into images.",
-        attrs={
-            "srcs": Attr("string_list", "Files, relative to the package (often `glob([...])`).", default=()),
-            "deps": Attr("label_list", "Other filegroups whose files are included too.", default=()),
-        },
-    ),
-    _filegroup,
+filegroup = mb.rule(
+    implementation=_filegroup,
+    doc="A named set of source files, for rules that copy sources into images.",
+    attrs={
+        "srcs": mb.attr.string_list("Files, relative to the package (often `glob([...])`)."),
+        "deps": mb.attr.label_list("Other filegroups whose files are included too.", providers=(mb.Files,)),
+    },
 )
 
 
-def _group(ctx: RuleContext):
-    return ctx.result()
+def _group(ctx):
+    return [mb.Group(tuple(ctx.attr("deps")))]
 
 
-GROUP = Rule(
-    RuleSchema(
-        name="group",
-        doc="Builds every target in `deps`; has no output of its own.",
-        attrs={"deps": Attr("label_list", "The targets to build.", default=())},
-    ),
-    _group,
+group = mb.rule(
+    implementation=_group,
+    doc="Builds every target in `deps`; has no output of its own.",
+    attrs={"deps": mb.attr.label_list("The targets to build.")},
 )

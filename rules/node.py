@@ -1,0 +1,103 @@
+"""Node images in three stages: pnpm dependencies, a build, a slim runtime.
+
+Mirrors the seed's ``node.Dockerfile``: pnpm comes from Corepack, pinned;
+``pnpm install --frozen-lockfile`` fails when ``pnpm-lock.yaml`` is out of
+date; the builder adds only the named sources (never the whole tree, so
+``.env`` cannot leak); the runtime copies only the built outputs, owned by
+the runtime user as they are copied (no chown layer afterwards).
+"""
+
+from __future__ import annotations
+
+from mbuild.api import v1 as mb
+
+
+def _pnpm_install(ctx):
+    workdir = ctx.attr("workdir")
+    version = ctx.attr("pnpm_version")
+    spec = f"pnpm@{version}" + (f"+{ctx.attr('pnpm_hash')}" if ctx.attr("pnpm_hash") else "")
+    st = ctx.base("base")
+    st = (
+        st.with_env("COREPACK_HOME", "/opt/corepack")
+        .with_env("COREPACK_ENABLE_DOWNLOAD_PROMPT", "0")
+        .with_env("npm_config_update_notifier", "false")
+    )
+    st = st.run(
+        # Downloads through proxies do reset now and then: try three times.
+        ["/bin/sh", "-c", f"corepack enable && for i in 1 2 3; do corepack prepare {spec} --activate && exit 0; "
+                          "sleep 2; done; exit 1"],
+        **ctx.fetching(),
+        name=f"[{ctx.label}] corepack: pnpm {version}",
+    ).root()
+    st = st.mkdir(workdir, parents=True).with_workdir(workdir)
+    st = ctx.copy_sources(st, ctx.attr("manifests"), workdir)
+    st = st.run(
+        ["/bin/sh", "-c", "pnpm install --frozen-lockfile --store-dir /pnpm/store"],
+        **ctx.fetching(mb.cache("/pnpm/store", id="pnpm-store")),
+        name=f"[{ctx.label}] pnpm install --frozen-lockfile",
+    ).root()
+    return [mb.Stage(st)]
+
+
+pnpm_install = mb.rule(
+    implementation=_pnpm_install,
+    doc="A stage with a pnpm workspace's dependencies installed from its lockfile.",
+    attrs={
+        "base": mb.attr.base_image("Node base image name from WORKSPACE.toml `[images]`.", mandatory=True),
+        "manifests": mb.attr.label_list("Filegroups with `package.json` files, `pnpm-lock.yaml` and "
+                                        "`pnpm-workspace.yaml`, at their workspace paths.", mandatory=True,
+                                        providers=(mb.Files,)),
+        "pnpm_version": mb.attr.string("pnpm version Corepack activates, pinned.", default="10.28.1"),
+        "pnpm_hash": mb.attr.string("Hash Corepack checks the pnpm download against (`sha512.<hex>`), for "
+                                    "registries whose metadata lacks signatures."),
+        "workdir": mb.attr.string("Workspace folder in the image.", default="/app"),
+    },
+)
+
+
+def _node_build(ctx):
+    st = ctx.stage(ctx.attr("deps"))
+    st = ctx.copy_sources(st, ctx.attr("srcs"), st.get_workdir() or "/")
+    st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}").root()
+    return [mb.Stage(st)]
+
+
+node_build = mb.rule(
+    implementation=_node_build,
+    doc="A build stage: sources added to a `pnpm_install` stage, then a build command run.",
+    attrs={
+        "deps": mb.attr.label("The `pnpm_install` stage to build on.", mandatory=True, providers=(mb.Stage,)),
+        "srcs": mb.attr.label_list("Filegroups copied at their workspace paths (only these: never the whole "
+                                   "tree).", mandatory=True, providers=(mb.Files,)),
+        "command": mb.attr.string_list("The build command (exec form).", mandatory=True),
+    },
+)
+
+
+def _node_image(ctx):
+    workdir = ctx.attr("workdir")
+    user = ctx.attr("user")
+    builder = ctx.stage(ctx.attr("builder"))
+    from_dir = (builder.get_workdir() or workdir).rstrip("/")
+    st = ctx.base("base")
+    st = st.mkdir(workdir, parents=True).with_workdir(workdir)
+    for path in ctx.attr("outputs"):
+        st = st.copy(builder, f"{from_dir}/{path}", f"{workdir.rstrip('/')}/{path}", owner=f"{user}:{user}")
+    return mb.image_result(ctx, st, user)
+
+
+node_image = mb.rule(
+    implementation=_node_image,
+    doc="A runtime image holding only a `node_build` stage's outputs, owned by a non-root user.",
+    attrs={
+        "base": mb.attr.base_image("Runtime base image name from WORKSPACE.toml `[images]`.", mandatory=True),
+        "builder": mb.attr.label("The `node_build` stage whose outputs are copied.", mandatory=True,
+                                 providers=(mb.Stage,)),
+        "outputs": mb.attr.string_list("Paths relative to the builder's workdir, copied to the same paths "
+                                       "under `workdir`.", mandatory=True),
+        "user": mb.attr.string("Runtime user; it owns the copied files (the base's built-in `node`, uid/gid "
+                               "1000).", default="node"),
+        "workdir": mb.attr.string("Working directory.", default="/app"),
+        **mb.image_attrs(),
+    },
+)

@@ -1,0 +1,40 @@
+"""A bug in rule code, shown the way a BUILD file error is: one line at its file:line.
+
+Rule code is the workspace's own code: an exception escaping a rule
+implementation (or a GeneratedFile's render function) is reported at the
+innermost line of rule code the traceback passes through, naming the target,
+as a ConfigError (exit 2). ``--debug`` still shows the whole traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..errors import ConfigError, at
+from ..loading.labels import Label
+
+
+def _rule_file(filename: str, rule_files: Iterable[str]) -> str | None:
+    for path in rule_files:
+        if filename == path or filename.endswith("/" + path):
+            return path
+    return None
+
+
+def error_in_rule_code(exc: BaseException, what: Label | str, rule_files: Iterable[str],
+                       doing: str = "analysing") -> ConfigError:
+    """The one-line error for ``exc``, raised by rule code while ``doing``
+    ``what`` (a target's label, or the module being loaded)."""
+    rule_files = tuple(rule_files)
+    where: tuple[str, int] | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = _rule_file(tb.tb_frame.f_code.co_filename, rule_files)
+        if path is not None:
+            where = (path, tb.tb_lineno)
+        tb = tb.tb_next
+    text = " ".join(str(exc).split()) or "(no message)"
+    message = f"{type(exc).__name__} while {doing} {what}: {text}; fix the rule code"
+    if where is None:
+        return ConfigError(f"{what}: {message}")
+    return ConfigError(at(where[0], where[1], message))
