@@ -4,6 +4,7 @@ mbuild not importable there and grpcio-tools needed only to build."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +19,11 @@ pytestmark = pytest.mark.engine
 
 DIST = Path(__file__).resolve().parents[1]
 EXAMPLE = re.compile(r"<!-- tests/test_standalone_install.py[^>]*-->\n```python\n(.*?)```", re.S)
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without what would let the venv see another tree's packages."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
 
 
 def readme_example() -> str:
@@ -35,16 +41,16 @@ def venv(tmp_path_factory) -> Path:
     shutil.copytree(DIST, src, ignore=shutil.ignore_patterns(
         "build", "*.egg-info", "__pycache__", "*_pb2.py", "*_pb2_grpc.py", "*_pb2.pyi", "tests"))
     env_dir = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120, env=clean_env())
     pip = subprocess.run([str(env_dir / "bin" / "pip"), "install", "--quiet", str(src)], capture_output=True,
-                         text=True, timeout=900)
+                         text=True, timeout=900, env=clean_env())
     assert pip.returncode == 0, pip.stderr[-3000:]
     return env_dir
 
 
 def run_python(venv: Path, code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+                          timeout=600, env=clean_env())
 
 
 def test_the_installed_package_is_complete_and_alone(venv):
@@ -56,7 +62,8 @@ def test_the_installed_package_is_complete_and_alone(venv):
     for absent in ("mbuild", "grpc_tools", "docker"):
         gone = run_python(venv, f"import {absent}")
         assert gone.returncode != 0 and "ModuleNotFoundError" in gone.stderr, absent
-    installed = subprocess.run([str(venv / "bin" / "pip"), "freeze"], capture_output=True, text=True).stdout
+    installed = subprocess.run([str(venv / "bin" / "pip"), "freeze"], capture_output=True, text=True,
+                               env=clean_env()).stdout
     names = {re.split(r"[=@ ]", line)[0].lower() for line in installed.splitlines() if line}
     assert {"buildkit-py", "grpcio", "protobuf"} <= names and not names & {"grpcio-tools", "docker", "mbuild"}
 
