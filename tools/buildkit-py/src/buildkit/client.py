@@ -398,8 +398,10 @@ class Client:
         ``function`` may resolve images, solve definitions (one per platform for
         a multi-platform image) and read files through the
         :class:`~buildkit.gateway.Gateway`, and returns a
-        :class:`~buildkit.gateway.BuildResult` (or None for nothing to export).
-        An exception it raises ends the build and is re-raised here.
+        :class:`~buildkit.gateway.BuildResult` (or None for nothing to export);
+        :func:`buildkit.multiplatform.platform_build` is such a function for
+        one State per platform. An exception it raises ends the build and is
+        re-raised here.
         """
         if request.definition is not None or request.frontend:
             raise BuildKitError("Client.build makes its result through the gateway: leave definition and frontend unset")
@@ -579,7 +581,8 @@ class Client:
             return  # every daemon has these: no need to ask
         missing = check_caps(pb, self.caps())
         if missing:
-            raise Unsupported(describe_missing(missing), self.address, self.engine())
+            raise Unsupported(f"the LLB cap{'s' if len(missing) > 1 else ''} {describe_missing(missing)}",
+                              self.address, self.engine(), hint="upgrade the engine or avoid these features")
 
     def _solve_error(self, err: grpc.RpcError, tracker: progress.StatusTracker) -> BuildKitError:
         details = (err.details() if hasattr(err, "details") else str(err)) or str(err)

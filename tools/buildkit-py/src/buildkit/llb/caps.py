@@ -104,9 +104,10 @@ def check_caps(definition: DefinitionLike, available: Iterable[str]) -> list[str
 
 
 def describe_missing(missing: Iterable[str]) -> str:
-    """A one-line explanation of missing caps for an error message."""
+    """The missing caps, each with the feature it stands for, for a one-line
+    error message: ``file.symlink.create (symlink() file actions), …``."""
     parts = []
     for cap in missing:
         what = _FEATURES.get(cap)
         parts.append(f"{cap} ({what})" if what else cap)
-    return "the BuildKit daemon lacks: " + ", ".join(parts) + "; upgrade the engine or avoid these features"
+    return ", ".join(parts)
