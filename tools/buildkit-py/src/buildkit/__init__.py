@@ -21,7 +21,7 @@ not load gRPC.
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     "Client": "client", "SolveRequest": "client", "SolveResult": "client", "CacheEntry": "client",
