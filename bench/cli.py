@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import platform
 import shutil
@@ -39,6 +40,18 @@ def usage_error(msg: str) -> int:
     return 2
 
 
+def venv_stamp_matches() -> bool | None:
+    """Whether .venv was installed from this checkout's package files and protos (the stamp
+    scripts/env-up writes, computed the same way); None when .venv has no stamp."""
+    stamp = ROOT / ".venv" / ".mbuild-stamp"
+    if not stamp.exists():
+        return None
+    files = [ROOT / "tools/buildkit-py/pyproject.toml", ROOT / "tools/mbuild/pyproject.toml",
+             *sorted((ROOT / "tools/buildkit-py/src/buildkit/proto").glob("*.proto")),
+             *sorted((ROOT / "tools/mbuild/mbuild/cache/remote/proto").glob("*.proto"))]
+    return stamp.read_text().strip() == hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
 def measured_code_problem() -> str | None:
     """Why .venv's mbuild would not measure this checkout's code, or None."""
     if not MBUILD.exists():
@@ -51,6 +64,9 @@ def measured_code_problem() -> str | None:
         if not Path(path).resolve().is_relative_to(tree):
             return (f"{MBUILD_PY} imports {name} from {path}, not from this checkout's {tree.relative_to(ROOT)}: "
                     "the bench must measure this checkout's commit; run scripts/env-up in this checkout")
+    if venv_stamp_matches() is False:
+        return (f"{ROOT / '.venv'} was installed from other package files or .proto files than this commit's: "
+                "run scripts/env-up in this checkout")
     return None
 
 

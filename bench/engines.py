@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,12 @@ def fresh_engine(tmp: Path, bases: Bases) -> Iterator[PrivateEngine]:
         bases.load_into(eng)
         yield eng
     finally:
-        eng.remove()
+        # Ctrl-C or SIGTERM now would leave a bridge and iptables rules behind: deliver it afterwards.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            eng.remove()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if not docker0_present():
             raise SystemExit("bench: docker0 is gone: the shared engine's containers have no network; stopping")
 
