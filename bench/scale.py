@@ -43,10 +43,10 @@ def _append_unique(path: Path, n: int) -> None:
 class Workspaces:
     """The at-scale measurements of one bench run."""
 
-    def __init__(self, h: Harness, reps: int, ctx_profile) -> None:
+    def __init__(self, h: Harness, reps: int, profile) -> None:
         self.h = h
         self.reps = reps
-        self.profile = ctx_profile  # Context.profile, or None when no profiles are taken
+        self.profile = profile  # Context.profile, or None when no profiles are taken
 
     def times(self, key: str, cmd: list[str], ws: Path, n: int, timeout: float = 600) -> list[Run]:
         runs = [self.h.run(cmd, cwd=ws, name=f"s{n}-{key}", rss=True, timeout=timeout) for _ in range(self.reps)]
