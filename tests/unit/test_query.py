@@ -82,6 +82,27 @@ def test_kind_and_filter(graph: TargetGraph) -> None:
     assert q(graph, "filter('lib:[ab]$', //...)") == ["//lib:a", "//lib:b"]
 
 
+def test_attr(graph: TargetGraph) -> None:
+    # Labels read as //pkg:name, lists as "[a, b]"; defaults count; a missing attribute never matches.
+    assert q(graph, "attr(deps, '//lib:a', //...)") == ["//app:img", "//lib:b"]
+    assert q(graph, "attr(deps, '^\\[\\]$', //lib:all)") == ["//lib:unused-lib"]
+    assert q(graph, "attr(image, 'app:img$', //...)") == ["//app:push"]
+    assert q(graph, "attr(image, '', //lib:all)") == []
+    assert q(graph, "attr(name, '^a$', //...)") == ["//lib:a"]
+
+
+def test_somepath_and_allpaths(graph: TargetGraph) -> None:
+    assert q(graph, "somepath(//app:push, //base:runtime)") in (
+        ["//app:img", "//app:push", "//base:runtime", "//lib:a"],  # the shortest path, through //lib:a
+    )
+    assert q(graph, "allpaths(//app:push, //base:runtime)") == [
+        "//app:img", "//app:push", "//base:runtime", "//lib:a", "//lib:b"]
+    assert q(graph, "allpaths(//app:img, //lib:b)") == ["//app:img", "//lib:b"]
+    assert q(graph, "somepath(//base:runtime, //app:img)") == []  # edges are followed one way only
+    assert q(graph, "allpaths(//lib:unused-lib, //base:runtime)") == []
+    assert q(graph, "somepath(//lib:a, //lib:a)") == ["//lib:a"]
+
+
 def test_set_operations(graph: TargetGraph) -> None:
     assert q(graph, "//lib:all - //lib:a") == ["//lib:b", "//lib:unused-lib"]
     assert q(graph, "//lib:all except //lib:a") == ["//lib:b", "//lib:unused-lib"]

@@ -9,6 +9,12 @@ Expressions::
     rdeps(U, X, N)     ... at most N edges away
     kind(REGEX, X)     targets of X whose rule kind matches REGEX (re.search)
     filter(REGEX, X)   targets of X whose label matches REGEX (re.search)
+    attr(NAME, REGEX, X)  targets of X with an attribute NAME whose value matches
+                       REGEX (re.search); a list reads "[a, b]", a dict "{k: v}",
+                       a label "//pkg:name", a bool "True"/"False", as in Bazel
+    somepath(X, Y)     the targets on one dependency path from a target of X to
+                       a target of Y (empty if there is none)
+    allpaths(X, Y)     the targets on every dependency path from X to Y
     X + Y, X union Y           union
     X - Y, X except Y          difference
     X ^ Y, X intersect Y       intersection
@@ -57,7 +63,7 @@ class PatternExpr:
 
 @dataclass(frozen=True)
 class FuncExpr:
-    """``deps``, ``rdeps``, ``kind`` or ``filter`` with its arguments
+    """A function (``deps``, ``rdeps``, ``kind``, ``filter``, ``attr``, ``somepath``, ``allpaths``) with its arguments
     (expressions, or str / int for word / depth arguments)."""
 
     name: str
@@ -83,6 +89,9 @@ _FUNCTIONS: dict[str, tuple[str, ...]] = {
     "rdeps": ("e", "e", "n"),
     "kind": ("w", "e"),
     "filter": ("w", "e"),
+    "attr": ("w", "w", "e"),
+    "somepath": ("e", "e"),
+    "allpaths": ("e", "e"),
 }
 _OPS = {"+": "+", "union": "+", "-": "-", "except": "-", "^": "^", "intersect": "^"}
 _WORD_START = re.compile(r"[A-Za-z0-9_/:.*@~$]")
@@ -207,7 +216,9 @@ class _Parser:
             if kind == "w":
                 tok = self.tok
                 if tok.kind not in ("word", "qword"):
-                    raise _QueryError(tok.pos, f"{name}() expects a regular expression first, found {_describe(tok)}")
+                    what = "an attribute name" if name == "attr" and index == 0 else "a regular expression"
+                    raise _QueryError(tok.pos, f"{name}() expects {what} as argument {index + 1}, "
+                                               f"found {_describe(tok)}")
                 self.take()
                 args.append(tok.text)
             else:
@@ -283,11 +294,54 @@ def _eval(e: Expr, graph: "TargetGraph", pkg: str) -> set[Label]:
         depth = args[2] if len(args) > 2 else None
         universe = _eval(args[0], graph, pkg)  # type: ignore[arg-type]
         return set(graph.rdeps(universe, _eval(args[1], graph, pkg), depth))  # type: ignore[arg-type]
+    if name in ("somepath", "allpaths"):
+        sources, sinks = _eval(args[0], graph, pkg), _eval(args[1], graph, pkg)  # type: ignore[arg-type]
+        return (_some_path if name == "somepath" else _all_paths)(graph, sources, sinks)
+    if name == "attr":
+        attr, regex = args[0], _regex(args[1], name, e.pos)  # type: ignore[arg-type]
+        targets = _eval(args[2], graph, pkg)  # type: ignore[arg-type]
+        return {t for t in targets
+                if attr in graph.targets[t].attrs and regex.search(_attr_text(graph.targets[t].attrs[attr]))}
     regex = _regex(args[0], name, e.pos)  # type: ignore[arg-type]
     targets = _eval(args[1], graph, pkg)  # type: ignore[arg-type]
     if name == "kind":
         return {t for t in targets if regex.search(graph.targets[t].kind)}
     return {t for t in targets if regex.search(str(t))}
+
+
+def _attr_text(value: object) -> str:
+    """An attribute value as Bazel's query prints it for ``attr()``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_attr_text(v) for v in value) + "]"
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return "{" + ", ".join(f"{_attr_text(k)}: {_attr_text(v)}" for k, v in value.items()) + "}"
+    return "" if value is None else str(value)
+
+
+def _some_path(graph: "TargetGraph", sources: set[Label], sinks: set[Label]) -> set[Label]:
+    """One shortest path (breadth first over dependency edges), as a set."""
+    parent: dict[Label, Label | None] = {s: None for s in sorted(sources)}
+    queue = list(parent)
+    for node in queue:  # the list grows as it is walked: a breadth-first queue
+        if node in sinks:
+            path = set()
+            cur: Label | None = node
+            while cur is not None:
+                path.add(cur)
+                cur = parent[cur]
+            return path
+        for dep in graph.deps(node):
+            if dep not in parent:
+                parent[dep] = node
+                queue.append(dep)
+    return set()
+
+
+def _all_paths(graph: "TargetGraph", sources: set[Label], sinks: set[Label]) -> set[Label]:
+    """Targets both reachable from ``sources`` and reaching ``sinks``."""
+    reachable = set(graph.deps_closure(sources))
+    reaching = set(graph.rdeps(reachable, sinks & reachable))
+    return reachable & reaching
 
 
 def _regex(text: str, name: str, pos: int) -> re.Pattern[str]:
