@@ -156,6 +156,30 @@ def test_reproducible_images_from_empty_caches(ws, tmp_path):
     assert first["manifest_digest"] == second["manifest_digest"]
 
 
+def test_an_unrelated_commit_changes_no_key_and_no_image(ws, docker_sdk):
+    """The default SOURCE_DATE_EPOCH is fixed (0), so history alone changes
+    nothing; whichever epoch is used is in the key, and in the image."""
+    first = ws.build_json("//images:app")["//images:app"]
+    (ws.root / "NOTES.md").write_text("unrelated\n")
+    git(ws.root, "add", "NOTES.md")
+    git(ws.root, "commit", "-qm", "unrelated", "--date", "2030-01-01T00:00:00Z")
+    again = ws.build_json("//images:app")["//images:app"]
+    assert (again["key"], again["manifest_digest"], again["source"]) == (first["key"], first["manifest_digest"],
+                                                                          "local-cache")
+    image = docker_sdk.images.get(ws.names["app"]).attrs
+    assert image["Created"].startswith("1970-01-01T00:00:00")
+    from buildkit.llb import host_platform
+
+    assert f"{image['Os']}/{image['Architecture']}" == str(host_platform())  # the platform in the key
+    assert f'"platform": "{host_platform()}"' in ws.mbuild("explain", "//images:app").stdout
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    explained = ws.mbuild("explain", "//images:app", env=env).stdout
+    assert "engine: source_date_epoch changed (0 -> 1700000000)" in explained
+    dated = ws.build_json("//images:app", env=env)["//images:app"]
+    assert dated["key"] != first["key"] and dated["manifest_digest"] != first["manifest_digest"]
+    assert docker_sdk.images.get(ws.names["app"]).attrs["Created"].startswith("2023-11-14T22:13:20")
+
+
 def test_lock_pins_base_images_and_silences_the_warning(ws, docker_sdk):
     before = ws.mbuild("build", "//images:tool")
     assert "not pinned to a digest" in before.stderr and "mbuild lock" in before.stderr

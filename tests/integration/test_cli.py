@@ -125,6 +125,27 @@ ERROR_CASES = [
         ["query", "//pkg:files"],
         r"WORKSPACE\.toml:2: unknown key 'buildkitt'; did you mean 'buildkit'\?",
     ),
+    (
+        "rule-module-missing",
+        {"WORKSPACE.toml": 'name = "clitest"\nrules = ["rules/nope.py"]\n', "pkg/BUILD": FILES_BUILD},
+        ["query", "//pkg:files"],
+        r"WORKSPACE\.toml:2: rules: rules/nope\.py does not exist in the workspace; fix the path",
+    ),
+    (
+        "rule-module-forbidden-import",
+        {"WORKSPACE.toml": 'name = "clitest"\nrules = ["rules/r.py"]\n', "pkg/BUILD": FILES_BUILD,
+         "rules/r.py": "from mbuild.api import v1 as mb\nimport os\n"},
+        ["help"],
+        r"rules/r\.py:2: import of 'os' is not allowed in rule code",
+    ),
+    (
+        "rule-code-exception",
+        {"WORKSPACE.toml": 'name = "clitest"\nrules = ["rules/r.py"]\n', "pkg/BUILD": 'broken(name = "b")\n',
+         "rules/r.py": "from mbuild.api import v1 as mb\n\ndef _impl(ctx):\n    return {}['x']\n\n"
+                       "broken = mb.rule(implementation=_impl, doc='Fails when analysed.', attrs={})\n"},
+        ["build", "//pkg:b"],
+        r"rules/r\.py:4: KeyError while analysing //pkg:b: 'x'; fix the rule code",
+    ),
 ]
 
 

@@ -39,8 +39,8 @@ def test_an_unchanged_build_is_answered_by_the_stamp(ws):
         assert again[label]["cached"] is True
 
 
-@pytest.mark.parametrize("change", ["edit-source", "new-file-in-glob", "edit-build-file", "delete-image",
-                                    "edit-output", "other-arguments"])
+@pytest.mark.parametrize("change", ["edit-source", "new-file-in-glob", "edit-build-file", "edit-rule-file",
+                                    "delete-image", "edit-output", "other-arguments"])
 def test_any_change_falls_through_to_a_real_build(ws, docker_sdk, change):
     run(ws)
     assert sources(run(ws)) == {"noop-stamp"}
@@ -52,6 +52,9 @@ def test_any_change_falls_through_to_a_real_build(ws, docker_sdk, change):
     elif change == "edit-build-file":
         with (ws.root / "images" / "BUILD").open("a") as f:
             f.write("\n# a comment\n")
+    elif change == "edit-rule-file":
+        with (ws.root / "rules" / "compose.py").open("a") as f:
+            f.write("\n# a comment\n")
     elif change == "delete-image":
         docker_sdk.images.remove(ws.names["app"], force=True)
     elif change == "edit-output":
@@ -62,6 +65,9 @@ def test_any_change_falls_through_to_a_real_build(ws, docker_sdk, change):
     assert "noop-stamp" not in sources(after), change
     if change in ("edit-source", "new-file-in-glob"):
         assert after["//images:app"]["source"] == "solve"
+    if change == "edit-rule-file":  # compose's key covers its rule file: rendered again, images cached
+        assert after["//images:compose"]["source"] == "render"
+        assert after["//images:app"]["source"] == "local-cache"
     if change == "delete-image":
         assert docker_sdk.images.get(ws.names["app"]).id == after["//images:app"]["manifest_digest"]
     if change == "edit-output":

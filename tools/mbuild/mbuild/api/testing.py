@@ -53,8 +53,9 @@ def _fake_digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def steps(state) -> list[dict[str, Any]]:
-    """The LLB ops of ``state``, dependencies first, as plain dicts:
+def steps(state, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The LLB ops of ``state`` (but those whose digest is in ``skip``),
+    dependencies first, as plain dicts:
     ``{"source": "docker-image://…", "attrs": {...}}``,
     ``{"exec": [args], "cwd": …, "env": [...], "user": …, "network": …, "mounts": [{"type", "dest", "id"}]}``,
     ``{"file": [("mkdir", path), ("copy", src, dest, owner), ("mkfile", path), ("rm", path), ("symlink", …)]}``,
@@ -62,7 +63,10 @@ def steps(state) -> list[dict[str, Any]]:
     from buildkit.proto import ops_pb2
 
     out = []
-    for op in state.marshal().ops():
+    definition = state.marshal()
+    for digest, op in zip(definition.digests, definition.ops()):
+        if digest in skip:
+            continue
         which = op.WhichOneof("op")
         if which == "source":
             out.append({"source": op.source.identifier, "attrs": dict(op.source.attrs)})
@@ -94,8 +98,9 @@ def steps(state) -> list[dict[str, Any]]:
 
 class TargetResult:
     """One analysed target: ``result[ProviderType]``, ``providers``, ``stage``,
-    ``steps``, ``commands``, ``image_config``, ``key``, ``key_inputs`` and
-    ``render(...)`` for a generated file."""
+    ``steps`` (its whole LLB graph), ``own_steps`` (without the ops of its
+    dependencies' stages), ``commands``, ``image_config``, ``key``,
+    ``key_inputs`` and ``render(...)`` for a generated file."""
 
     def __init__(self, info: TargetInfo, key: KeyInputs, infos: Mapping[Label, TargetInfo]) -> None:
         self.info = info
@@ -125,8 +130,20 @@ class TargetResult:
         return steps(self.info.stage) if self.info.stage is not None else []
 
     @property
+    def own_steps(self) -> list[dict[str, Any]]:
+        """The steps this target's rule added to what its dependencies' stages had."""
+        if self.info.stage is None:
+            return []
+        inherited = set()
+        for dep in self.info.deps:
+            stage = self._infos[dep].stage
+            if stage is not None:
+                inherited.update(stage.marshal().digests)
+        return steps(self.info.stage, frozenset(inherited))
+
+    @property
     def commands(self) -> list[list[str]]:
-        """The args of every exec step, in order."""
+        """The args of every exec step of the whole graph, in order."""
         return [step["exec"] for step in self.steps if "exec" in step]
 
     @property
