@@ -4,10 +4,11 @@ its harness test, taken from the page itself, run without an engine."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import pytest
 
 from mbuild.api import v1 as mb
 from mbuild.api.testing import FakeBase, RuleHarness
+from mbuild.errors import ConfigError
 
 from ..conftest import REPO
 
@@ -56,10 +57,6 @@ def test_files_outside_strip_prefix_are_an_error_at_the_build_line(tmp_path):
                       'static_site(name = "image", base = "debian", srcs = [":files"], strip_prefix = "site/public")\n',
         "site/index.html": "<h1>hello</h1>\n",
     })
-    import pytest
-
-    from mbuild.errors import ConfigError
-
     with pytest.raises(ConfigError) as err:
         harness.analyze("//site:image")
     assert str(err.value) == "site/BUILD:2: //site:image: site/index.html is not under site/public/; " \

@@ -1,4 +1,4 @@
-"""Git at the IO edge: which files differ from a revision, and commit times."""
+"""Git at the IO edge: which files differ from a revision."""
 
 from __future__ import annotations
 
@@ -35,9 +35,3 @@ def changed_files(root: Path, since: str) -> set[str]:
         out = {p[len(prefix):] for p in out if p.startswith(prefix)}
     return out
 
-
-def last_commit_time(root: Path) -> int | None:
-    try:
-        return int(_git(root, "log", "-1", "--format=%ct").strip())
-    except (ConfigError, ValueError):
-        return None
