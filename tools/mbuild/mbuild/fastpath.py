@@ -5,8 +5,10 @@ A no-op build through the phases costs ~0.25 s, most of it importing
 each successful build of plain labels, mbuild writes a *no-op stamp*:
 
 * the stat facts (size, mtime, ctime, inode) of every file the build read
-  (WORKSPACE.toml, .dockerignore, BUILD and .bzl files, every source) and of
-  every directory a glob could have listed, and of mbuild's own modules;
+  (WORKSPACE.toml, .dockerignore, BUILD and .bzl files, the workspace's rule
+  modules and the workspace modules they import, every source) and of every
+  directory a glob could have listed, and of mbuild's own modules (its
+  built-in rules among them);
 * the engine's image ids for the base images and for the built images;
 * the sha256 of each generated output file, and the build's report.
 

@@ -12,6 +12,7 @@ internals: names starting with ``_`` are refused in rule modules
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from buildkit import llb
@@ -127,11 +128,13 @@ class RuleContext:
     # ------------------------------------------------------------------ attributes
 
     def attr(self, name: str) -> Any:
-        """The value of attribute ``name`` (its default when not set)."""
+        """The value of attribute ``name`` (its default when not set); a
+        ``string_dict`` comes read-only (the target's attributes are its key)."""
         try:
-            return self._target.attrs[name]
+            value = self._target.attrs[name]
         except KeyError:
             raise self.error(f"rule {self.kind} has no attribute {name!r}; declare it in the rule's attrs") from None
+        return MappingProxyType(value) if isinstance(value, dict) else value
 
     def error(self, message: str) -> ConfigError:
         """A one-line error at the target's BUILD file line; ``raise ctx.error(...)``."""

@@ -3,8 +3,10 @@
 A BUILD file (``BUILD.bazel`` or ``BUILD``) is evaluated hermetically: the only
 names available besides Starlark's standard built-ins are
 
-* one function per rule in the schema registry, called with keyword arguments
-  only (``python_image(name = "app", ...)``); each call declares one target;
+* one function per rule whose schema the loader is given (mbuild's built-ins
+  and the workspace's rule modules, WORKSPACE.toml ``rules``: the caller
+  passes the registry's schemas), called with keyword arguments only
+  (``python_image(name = "app", ...)``); each call declares one target;
 * ``glob(include, exclude = [], allow_empty = True)`` - sorted list of files in
   the package matching the patterns (``*`` within a path segment, ``**`` any
   number of segments); never crosses into subpackages or out of the package,
