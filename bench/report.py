@@ -157,7 +157,8 @@ def write(data: dict, folder: Path) -> Path:
         L.append("## Profiles\n")
         L.append("pyinstrument (bench/.venv) over `python -m mbuild …` (the command, no-op fast path included; "
                  "`*-cli`: `python -m mbuild.cli …`, the full CLI), each an untimed run after the timed ones; text "
-                 "output:\n")
+                 "output. pyinstrument samples the main thread: the time of mbuild's job threads (solves, image "
+                 "loads, remote restores) shows as `Executor.run` waiting.\n")
         L += [f"- {name}: [{f}]({f})" for name, f in data["profiles"].items()]
         L.append("")
     elif data.get("profile_note"):
