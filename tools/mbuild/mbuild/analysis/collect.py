@@ -149,7 +149,7 @@ def _not_plain(value: Any) -> str | None:
             if bad:
                 return bad
         return None
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"a dict key {key!r}"

@@ -27,7 +27,8 @@ a module), with these guards:
 So a rule gets files, base images, the network (in build steps only) and
 workspace facts through its context alone, and everything it reads that way
 is in its key. What Python cannot enforce, and these guards do not: a rule
-can still loop forever or use much memory; ``str.format`` can read an
+can still loop forever or use much memory, or keep state in module globals
+from one target to the next; ``str.format`` can read an
 attribute's text (``"{0._x}".format(obj)``); iterating a ``set`` of strings
 gives a per-process order (use ``sorted``); and a determined author can find
 other ways around a guard written in Python. The guards catch accidents;
@@ -42,7 +43,6 @@ from __future__ import annotations
 import ast
 import builtins
 import hashlib
-import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -94,7 +94,11 @@ _REFUSED_BUILTINS = {
 }
 _REMOVED_BUILTINS = ("breakpoint", "help", "exit", "quit", "copyright", "credits", "license", "__loader__",
                      "__spec__")
-_FRAME_ATTR_RE = re.compile(r"(gi|cr|ag|f|tb|co)_\w+")
+# The attributes that lead from a generator, coroutine or traceback to a frame,
+# and from a frame to its globals and built-ins (and so out of the guards).
+_FRAME_ATTRS = frozenset({"gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame",
+                          "ag_code", "ag_await", "f_back", "f_builtins", "f_code", "f_globals", "f_locals",
+                          "tb_frame", "tb_next"})
 
 
 @dataclass
@@ -344,9 +348,9 @@ class RuleModuleLoader:
 
         def checked(fn):
             def call(obj, name, *rest):
-                if isinstance(name, str) and _private(name):
-                    raise AttributeError(f"{fn.__name__}(..., {name!r}): names starting with '_' are not "
-                                         f"reachable from rule code")
+                if isinstance(name, str) and (_private(name) or name in _FRAME_ATTRS):
+                    raise AttributeError(f"{fn.__name__}(..., {name!r}): names starting with '_', and frames, "
+                                         f"are not reachable from rule code")
                 return fn(obj, name, *rest)
 
             call.__name__ = fn.__name__
@@ -393,6 +397,6 @@ def _check(tree: ast.Module, path: str) -> None:
             if _private(node.attr):
                 raise ConfigError(at(path, line, f"'.{node.attr}': names starting with '_' are not reachable "
                                                  f"from rule code; use the public API"))
-            if _FRAME_ATTR_RE.fullmatch(node.attr):
+            if node.attr in _FRAME_ATTRS:
                 raise ConfigError(at(path, line, f"'.{node.attr}': frame and code objects are not reachable "
                                                  f"from rule code"))
