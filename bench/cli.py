@@ -100,6 +100,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if a.reps is not None and a.reps < 1:
         ap.error("--reps must be at least 1")
     a.reps = a.reps or (2 if a.quick else 5)
+    a.results = a.results.resolve()  # commands run in other folders write into it
     return a
 
 
