@@ -7,26 +7,70 @@ key, whose output files are:
 * ``blobs/sha256/<hex>``: each blob of the image (manifest, config, layers);
 * the generated files, at their output paths.
 
-Blobs are uploaded before the result that names them. Fetching verifies
-every blob's digest (the remote layer refuses mismatches) and restores an
+Blobs are uploaded before the result that names them. Fetching restores an
 image by loading its reassembled OCI archive into the engine, which keeps
 the original manifest digest. Any remote failure is a miss (``SafeRemote``).
+
+What a fetched result must be before anything of it is used
+------------------------------------------------------------
+The remote layer already refuses bytes that are not the blob asked for. A
+result can still be *another* action's, made of right blobs: the remote
+(or whoever may write to it) answers key K with parts of an image that is
+not K's. :func:`check_result` and :func:`check_image` refuse, as a miss
+with one warning, a result whose
+
+* record is not K's: its ``key`` is another, or, for an image, its key
+  document (``inputs``) does not hash to K (so its config is not K's
+  inputs' either); or it names another image than the one asked for, or
+  an image without the blobs that make it (a digest alone could name any
+  image the engine has);
+* outputs are not exactly what the record names: every blob and file at
+  its path with its digest and size, and nothing else (another image's
+  blobs "beside" a right record are not downloaded, let alone used);
+* manifest is not the record's: its digest, its config and its layers
+  (digest, size, media type, in order) are the record's blobs;
+* config is not K's: its platform and container config are those of K's
+  key document, its layers are the base image's and then the image's own;
+* layers are not what the config says: each layer's uncompressed digest is
+  its ``diff_id`` (checked for every layer the engine is handed, as the
+  base's own layers are the engine's already).
+
+Nothing is kept until everything is checked: the blobs of a result are
+downloaded into a staging folder inside the store and moved into it only
+then, so a refused result leaves nothing behind. What stays trusted is the
+writer of the action cache: a result forged with K's key document, config
+and base and other layers of its own is not told apart without building
+(uploads are for CI, with credentials).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..cache.keys import canonical
-from ..cache.oci import has_blobs, write_archive
+from ..cache.oci import MANIFEST_TYPE, has_blobs, write_archive
 from ..cache.store import ActionRecord, LocalStore
 from .engine import Engine, EngineError
 
 RECORD_PATH = "mbuild/record.json"
+BLOB_PREFIX = "blobs/sha256/"
+MAX_RECORD_SIZE = 64 << 20  # a record bigger than this is not one mbuild wrote
+_HEX = frozenset("0123456789abcdef")
+_GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+_PLAIN_LAYERS = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+
+
+class Rejected(Exception):
+    """A fetched result is not the one its key names; the message says why."""
 
 
 class RemoteActions:
@@ -46,7 +90,7 @@ class RemoteActions:
         outputs: list[tuple[str, BlobRef]] = []
         for blob in record.blobs:
             hexd = blob["digest"].split(":", 1)[1]
-            outputs.append((f"blobs/sha256/{hexd}", BlobRef(hexd, int(blob["size"]))))
+            outputs.append((f"{BLOB_PREFIX}{hexd}", BlobRef(hexd, int(blob["size"]))))
         for path, hexd in sorted(record.files.items()):
             outputs.append((path, BlobRef(hexd, self.store.blob_path(hexd).stat().st_size)))
         record_bytes = canonical(record.to_json())
@@ -63,57 +107,255 @@ class RemoteActions:
 
     # ------------------------------------------------------------------ fetch
 
-    def fetch(self, key: str, base_diff_ids: Sequence[str] = ()) -> ActionRecord | None:
-        """The remote's record for ``key`` with its blobs now in the local store, or None.
+    def fetch(self, key: str, base_diff_ids: Sequence[str] = (), image: str | None = None) -> ActionRecord | None:
+        """The remote's record for ``key`` with its blobs now in the local store,
+        or None: a miss, or a result refused by the checks of the module
+        docstring (*image*, when given, is the name the image must have).
 
         Image layers the base image already gives the engine (``base_diff_ids``,
         matched by the image config's ``rootfs.diff_ids``) are not downloaded:
         :func:`restore_image` leaves them out of the archive it loads.
         """
-        from ..cache.remote import BlobRef
-
         result = self.remote.get_action_result(key)
         if result is None:
             return None
-        outputs = {f.path: BlobRef(f.digest.hash, f.digest.size_bytes) for f in result.output_files}
-        record_ref = outputs.get(RECORD_PATH)
-        if record_ref is None:
+        try:
+            with self._staging() as stage:
+                got = self._record(key, result, stage)
+                if got is None:
+                    return None
+                record, refs = got
+                if image is not None and record.image != image:
+                    raise Rejected(f"its record is of image {record.image!r}, not {image!r}")
+                wanted = [refs[path] for path in record.files]
+                own: list[tuple[Any, Mapping[str, Any], str]] = []
+                if record.blobs:
+                    head = [refs[blob_path(b)] for b in record.blobs[:2]]
+                    if not stage.download(head):
+                        return None
+                    layers = check_image(record, stage.read(head[0]), stage.read(head[1]), base_diff_ids)
+                    own = [(refs[blob_path(desc)], desc, diff_id) for desc, diff_id, base in layers if not base]
+                if not stage.download(wanted + [ref for ref, _, _ in own]):
+                    return None
+                for ref, desc, diff_id in own:
+                    check_layer(stage.path(ref), desc["mediaType"], diff_id)
+                stage.commit()
+                return record
+        except Rejected as e:
+            self._reject(f"the action result for key {key[:12]}… is not that action's: {e}")
             return None
-        with tempfile.TemporaryDirectory(dir=self.store.root if self.store.root.exists() else None) as tmp:
-            dest = Path(tmp) / "record.json"
-            if not self.remote.get_blob(record_ref, dest):
-                return None
-            try:
-                record = ActionRecord.from_json(json.loads(dest.read_bytes()))
-            except (ValueError, TypeError, KeyError):
-                return None
-        if record.key != key:
-            return None
-        # Manifest and config first: the config says which layers are the base's.
-        head = [f"blobs/sha256/{b['digest'].split(':', 1)[1]}" for b in record.blobs[:2]]
-        if not self._download([outputs[p] for p in head if p in outputs]):
-            return None
-        skip = base_layer_blobs(self.store, record, base_diff_ids)
-        rest = [ref for path, ref in outputs.items()
-                if path != RECORD_PATH and path not in head and f"sha256:{ref.hash}" not in skip]
-        return record if self._download(rest) else None
 
     def fetch_blobs(self, record: ActionRecord) -> bool:
-        """Download every blob of ``record`` still missing locally."""
+        """Download every blob of ``record`` (as :meth:`fetch` returned it)
+        still missing locally, checking the layers among them."""
         from ..cache.remote import BlobRef
 
-        refs = [BlobRef(b["digest"].split(":", 1)[1], int(b["size"])) for b in record.blobs]
-        return self._download(refs)
+        try:
+            with self._staging() as stage:
+                refs = [BlobRef(b["digest"].split(":", 1)[1], int(b["size"])) for b in record.blobs]
+                if not stage.download(refs):
+                    return False
+                if len(refs) >= 2:
+                    layers = check_image(record, stage.read(refs[0]), stage.read(refs[1]), ())
+                    for ref, (desc, diff_id, _) in zip(refs[2:], layers):
+                        if stage.staged(ref):
+                            check_layer(stage.path(ref), desc["mediaType"], diff_id)
+                stage.commit()
+                return True
+        except Rejected as e:
+            self._reject(f"a layer of {record.image!r} from the remote cache is not what its config says: {e}")
+            return False
 
-    def _download(self, refs) -> bool:
-        for ref in refs:
-            if self.store.has_blob(ref.hash):
-                continue
-            path = self.store.blob_path(ref.hash)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.remote.get_blob(ref, path):
-                return False
-        return True
+    def _record(self, key: str, result, stage: "_Staging") -> tuple[ActionRecord, dict] | None:
+        """The result's record, checked against *key* and the result's outputs
+        (:func:`check_result`), with the outputs by path; None when the
+        remote has no record blob."""
+        from ..cache.remote import BlobRef
+
+        paths = [f.path for f in result.output_files]
+        if len(set(paths)) != len(paths):
+            raise Rejected("it names an output path twice")
+        try:
+            refs = {f.path: BlobRef(f.digest.hash, f.digest.size_bytes) for f in result.output_files}
+        except ValueError as e:
+            raise Rejected(f"it names a blob by a bad digest ({e})") from None
+        record_ref = refs.get(RECORD_PATH)
+        if record_ref is None:
+            raise Rejected(f"it has no {RECORD_PATH}")
+        if record_ref.size > MAX_RECORD_SIZE:
+            raise Rejected(f"its record is {record_ref.size} bytes, more than a record can be")
+        if not stage.download([record_ref], keep=False):
+            return None
+        record = parse_record(stage.read(record_ref))
+        check_result(key, record, refs)
+        return record, refs
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator["_Staging"]:
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        stage = _Staging(self.remote, self.store, Path(tempfile.mkdtemp(dir=self.store.root, prefix=".remote-")))
+        try:
+            yield stage
+        finally:
+            shutil.rmtree(stage.dir, ignore_errors=True)
+
+    def _reject(self, reason: str) -> None:
+        reject = getattr(self.remote, "reject", None)  # SafeRemote: one warning per run
+        if reject is not None:
+            reject(reason)
+
+
+class _Staging:
+    """Blobs downloaded for one result, kept aside until :meth:`commit`."""
+
+    def __init__(self, remote, store: LocalStore, folder: Path) -> None:
+        self.remote, self.store, self.dir = remote, store, folder
+        self._keep: set[str] = set()
+
+    def staged(self, ref) -> bool:
+        return (self.dir / ref.hash).exists()
+
+    def path(self, ref) -> Path:
+        """Where the blob is: staged, or already in the store."""
+        staged = self.dir / ref.hash
+        return staged if staged.exists() else self.store.blob_path(ref.hash)
+
+    def read(self, ref) -> bytes:
+        data = self.path(ref).read_bytes()
+        if hashlib.sha256(data).hexdigest() != ref.hash:  # a store blob damaged on disk
+            raise Rejected(f"blob {ref.hash[:12]}… is damaged in the local store")
+        return data
+
+    def download(self, refs, keep: bool = True) -> bool:
+        """Fetch the blobs the store lacks; True when every one arrived (verified)."""
+        wanted = list({r.hash: r for r in refs if not self.staged(r) and
+                       (not keep or not self.store.has_blob(r.hash))}.values())
+        if keep:
+            self._keep.update(r.hash for r in refs)
+        if not wanted:
+            return True
+        got = self.remote.get_blobs([(r, self.dir / r.hash) for r in wanted])
+        return all(got.get(r, False) for r in wanted)
+
+    def commit(self) -> None:
+        """Move the staged blobs (all checked) into the store."""
+        for sha in sorted(self._keep):
+            staged = self.dir / sha
+            if staged.exists() and not self.store.has_blob(sha):
+                dest = self.store.blob_path(sha)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, dest)
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def blob_path(desc: Mapping[str, Any]) -> str:
+    """The output path of an OCI blob (a ``{"digest", …}`` descriptor)."""
+    return BLOB_PREFIX + desc["digest"].split(":", 1)[1]
+
+
+def _hex(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+def _digest(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("sha256:") and _hex(value[7:])
+
+
+def parse_record(data: bytes) -> ActionRecord:
+    """An :class:`ActionRecord` from a record blob, every field of the type
+    mbuild writes (:class:`Rejected` if not)."""
+    try:
+        record = ActionRecord.from_json(json.loads(data))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise Rejected(f"its record does not parse ({type(e).__name__})") from None
+    kinds = {"key": str, "label": str, "kind": str, "image": (str, type(None)),
+             "manifest_digest": (str, type(None)), "files": dict, "inputs": dict, "created": (int, float)}
+    for name, kind in kinds.items():
+        if not isinstance(getattr(record, name), kind):
+            raise Rejected(f"its record's {name} is a {type(getattr(record, name)).__name__}")
+    if not all(isinstance(p, str) and _hex(h) for p, h in record.files.items()):
+        raise Rejected("its record names a file by a bad digest")
+    for desc in record.blobs:
+        if not (isinstance(desc, dict) and _digest(desc.get("digest")) and isinstance(desc.get("mediaType"), str)
+                and isinstance(desc.get("size"), int) and not isinstance(desc["size"], bool) and desc["size"] >= 0):
+            raise Rejected("its record names a blob by a bad descriptor")
+    if bool(record.blobs) != bool(record.image and record.manifest_digest) or len(record.blobs) == 1:
+        # An image is restored, and can be checked, only with its manifest, config and layers.
+        raise Rejected("its record names an image without its blobs, or blobs without an image")
+    return record
+
+
+def check_result(key: str, record: ActionRecord, refs: Mapping[str, Any]) -> None:
+    """The record is *key*'s and the result's outputs (*refs*, by path) are
+    exactly what it names."""
+    if record.key != key:
+        raise Rejected(f"its record is for key {record.key[:12]}…")
+    if record.blobs and hashlib.sha256(canonical(record.inputs)).hexdigest() != key:
+        raise Rejected("its record's key document does not hash to the key")
+    expected = {RECORD_PATH: None}
+    for desc in record.blobs:
+        expected[blob_path(desc)] = (desc["digest"][7:], desc["size"])
+    for path, sha in record.files.items():
+        expected[path] = (sha, None)
+    if set(refs) != set(expected):
+        extra, lacking = sorted(set(refs) - set(expected)), sorted(set(expected) - set(refs))
+        raise Rejected(f"its outputs are not its record's (more: {extra[:3]}, lacking: {lacking[:3]})")
+    for path, want in expected.items():
+        if want is not None and (refs[path].hash != want[0] or want[1] not in (None, refs[path].size)):
+            raise Rejected(f"its output {path} is blob {refs[path].hash[:12]}…/{refs[path].size}, "
+                           f"not the record's")
+
+
+def check_image(record: ActionRecord, manifest_bytes: bytes, config_bytes: bytes,
+                base_diff_ids: Sequence[str]) -> list[tuple[Mapping[str, Any], str, bool]]:
+    """The record's manifest and config are its image's and its key's; returns
+    each layer's descriptor, its diff_id and whether it is the base's."""
+    manifest_desc, config_desc, *layer_descs = record.blobs
+    if manifest_desc["digest"] != record.manifest_digest or manifest_desc["mediaType"] != MANIFEST_TYPE:
+        raise Rejected(f"its manifest blob is not the record's image {record.manifest_digest}")
+    try:
+        manifest, config = json.loads(manifest_bytes), json.loads(config_bytes)
+        listed = [manifest["config"], *manifest["layers"]]
+        rootfs = config["rootfs"]
+        diff_ids = list(rootfs["diff_ids"])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise Rejected(f"its manifest or config does not parse ({type(e).__name__})") from None
+    fields = ("digest", "size", "mediaType")
+    if manifest.get("mediaType", MANIFEST_TYPE) != MANIFEST_TYPE or \
+            [[d.get(f) for f in fields] for d in listed] != [[d[f] for f in fields] for d in record.blobs[1:]]:
+        raise Rejected("its manifest's config and layers are not the record's blobs")
+    if rootfs.get("type") != "layers" or len(diff_ids) != len(layer_descs) or not all(map(_digest, diff_ids)):
+        raise Rejected(f"its config lists {len(diff_ids)} layers for the manifest's {len(layer_descs)}")
+    expected = record.inputs.get("config")
+    if isinstance(expected, Mapping):
+        for name in ("architecture", "os", "variant", "config"):
+            if config.get(name) != expected.get(name):
+                raise Rejected(f"its config's {name} is not the one the key's inputs give")
+    base = list(base_diff_ids)
+    if diff_ids[: len(base)] != base:
+        raise Rejected("its layers do not start with the base image's")
+    return [(desc, diff_id, i < len(base)) for i, (desc, diff_id) in enumerate(zip(layer_descs, diff_ids))]
+
+
+def check_layer(path: Path, media_type: str, diff_id: str) -> None:
+    """The layer blob at *path* unpacks to the tar whose digest is *diff_id*."""
+    if media_type not in _GZIP_LAYERS + _PLAIN_LAYERS:
+        raise Rejected(f"a layer of media type {media_type} cannot be checked")
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw, (gzip.GzipFile(fileobj=raw) if media_type in _GZIP_LAYERS else raw) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise Rejected(f"layer {path.name[:12]}… does not unpack ({e})") from None
+    if f"sha256:{h.hexdigest()}" != diff_id:
+        raise Rejected(f"layer {path.name[:12]}… unpacks to sha256:{h.hexdigest()[:12]}…, not its diff_id "
+                       f"{diff_id[:19]}…")
+
+
+# ---------------------------------------------------------------------- restoring
 
 
 def base_layer_blobs(store: LocalStore, record: ActionRecord, base_diff_ids: Sequence[str]) -> set[str]:
