@@ -209,9 +209,12 @@ class PrivateEngine:
 
     # ------------------------------------------------------------------ images
 
-    def import_bases(self, root: Path) -> None:
-        """The base images, imported the way ``scripts/env-up`` imports them on a bare machine."""
+    def import_bases(self, root: Path, only: tuple[str, ...] = ()) -> None:
+        """The base images, brought in by ``scripts/env-up`` as on a machine of
+        this kind (``only``: just those names)."""
         env = self.env()
+        if only:
+            env["ONLY_IMAGES"] = " ".join(only)
         p = subprocess.run([str(root / "scripts" / "env-up"), "--images-only"], env=env, capture_output=True,
                            text=True)
         if p.returncode != 0:

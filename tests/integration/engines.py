@@ -2,8 +2,7 @@
 and the TLS material to reach one over TCP, made with openssl in the test.
 
 A private engine starts empty, as on a new machine; :func:`start_engine`
-imports the base images the way ``scripts/env-up`` does on a bare machine
-(``docker import``), only those a test asks for.
+brings in the base images a test asks for with ``scripts/env-up``.
 """
 
 from __future__ import annotations
@@ -72,32 +71,13 @@ def make_certs(folder: Path, name: str = "test") -> Certs:
     return Certs(folder)
 
 
-def import_image(engine, name: str, tarball: Path, *changes: str) -> None:
-    """``docker import`` a rootfs tarball into ``engine``, as env-up does."""
-    args = ["docker", "-H", engine.host, "import"]
-    for change in changes:
-        args += ["--change", change]
-    subprocess.run([*args, str(tarball), name], check=True, capture_output=True, timeout=600)
-
-
-ROOTFS_CACHE = Path(os.environ.get("MBUILD_ENV_CACHE", "/var/cache/mbuild-env"))
-PATH_ENV = "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
-# name -> (rootfs tarball made by scripts/env-up, docker import --change lines)
-STAND_INS = {
-    "mbuild-test/base:bookworm": ("rootfs-py311-slim-v1.tar", (PATH_ENV,)),
-    "python:3.11-slim": ("rootfs-py311-slim-v1.tar", (PATH_ENV, "ENV LANG=C.UTF-8", 'CMD ["python3"]')),
-    "python:3.11": ("rootfs-py311-full-v1.tar", (PATH_ENV, "ENV LANG=C.UTF-8", 'CMD ["python3"]')),
-}
-
-
 def start_engine(folder: Path, images: tuple[str, ...] = ("mbuild-test/base:bookworm",),
                  tls_port: int | None = None, certs: Certs | None = None):
-    """A started private engine holding ``images`` (imported from env-up's rootfs tarballs)."""
+    """A started private engine holding ``images``, brought in by ``scripts/env-up``."""
     engine = PrivateEngine(folder, tls_port, certs.dir if certs else None).start()
     try:
-        for name in images:
-            tarball, changes = STAND_INS[name]
-            import_image(engine, name, ROOTFS_CACHE / tarball, *changes)
+        if images:
+            engine.import_bases(REPO, images)
     except BaseException:
         engine.remove()
         raise
