@@ -137,8 +137,7 @@ class RemoteActions:
                     own = [(refs[blob_path(desc)], desc, diff_id) for desc, diff_id, base in layers if not base]
                 if not stage.download(wanted + [ref for ref, _, _ in own]):
                     return None
-                for ref, desc, diff_id in own:
-                    check_layer(stage.path(ref), desc["mediaType"], diff_id)
+                stage.check_layers(own)
                 stage.commit()
                 return record
         except Rejected as e:
@@ -157,9 +156,8 @@ class RemoteActions:
                     return False
                 if len(refs) >= 2:
                     layers = check_image(record, stage.read(refs[0]), stage.read(refs[1]), ())
-                    for ref, (desc, diff_id, _) in zip(refs[2:], layers):
-                        if stage.staged(ref):
-                            check_layer(stage.path(ref), desc["mediaType"], diff_id)
+                    stage.check_layers([(ref, desc, diff_id) for ref, (desc, diff_id, _) in zip(refs[2:], layers)
+                                        if stage.staged(ref)])
                 stage.commit()
                 return True
         except Rejected as e:
@@ -236,6 +234,11 @@ class _Staging:
             return True
         got = self.remote.get_blobs([(r, self.dir / r.hash) for r in wanted])
         return all(got.get(r, False) for r in wanted)
+
+    def check_layers(self, layers) -> None:
+        """Each ``(ref, descriptor, diff_id)``'s blob unpacks to its diff_id."""
+        for ref, desc, diff_id in layers:
+            check_layer(self.path(ref), desc["mediaType"], diff_id)
 
     def commit(self) -> None:
         """Move the staged blobs (all checked) into the store."""
