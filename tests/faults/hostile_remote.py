@@ -42,6 +42,8 @@ never-accepts       the address is a listener whose accept queue is full:
                     connecting never completes; ``on`` does not apply
 ==================  ==========================================================
 
+``Fault.over`` narrows ``cas`` to blobs bigger than that many bytes (the
+layers, after the record, manifest and config came through honestly).
 ``Fault.delay`` makes the server wait that long before answering a request
 in ``on`` (a slow but honest server, with ``honest``). Hanging answers end
 when the client gives up (or the server stops).
@@ -83,6 +85,7 @@ class Fault:
     on: frozenset = ALL  # which requests: "ac", "cas", "other"
     rate: float = 1.0  # bytes/s, for "slow"
     delay: float = 0.0  # seconds before answering a request in `on`
+    over: int = 0  # "cas" means blobs over this many bytes only
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -91,10 +94,11 @@ class Fault:
         if not self.on <= ALL:
             raise ValueError(f"fault applies to {sorted(self.on)}; choose from {sorted(ALL)}")
 
-    def applies(self, request: str, stopping: threading.Event) -> str:
+    def applies(self, request: str, stopping: threading.Event, size: int = 0) -> str:
         """The kind to answer a request of this sort (``ac``, ``cas``,
-        ``other``) with, after waiting :attr:`delay` if it is in :attr:`on`."""
-        if request not in self.on:
+        ``other``; *size*: the biggest blob asked for) with, after waiting
+        :attr:`delay` if it is in :attr:`on`."""
+        if request not in self.on or (request == "cas" and size <= self.over and self.over):
             return "honest"
         if self.delay:
             stopping.wait(self.delay)
@@ -194,9 +198,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.server.hostile.hang_until_gone(self.connection)
         self.close_connection = True
 
-    def _fault(self, request: str) -> str:
+    def _fault(self, request: str, size: int = 0) -> str:
         hostile = self.server.hostile
-        return hostile.fault.applies(request, hostile.stopping)
+        return hostile.fault.applies(request, hostile.stopping, size)
 
     def _fault_first(self, fault: str, length: int, body: bool = True) -> bool:
         """Answer the faults every request sort shares; True if answered. A
@@ -218,7 +222,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         kind, name = self._request()
         store = self.server.hostile.content
         data = store.result_bytes(name) if kind == "ac" else store.blob(name) if kind == "cas" else None
-        fault = self._fault(kind if kind in ("ac", "cas") else "other")
+        fault = self._fault(kind if kind in ("ac", "cas") else "other", len(data or b""))
         if self._fault_first(fault, len(data or b"x" * 100)):
             return
         if data is None:
@@ -319,11 +323,11 @@ class _Reapi:
                     self.Write, request_deserializer=bs_pb2.WriteRequest.FromString, response_serializer=_raw)}),
         ]
 
-    def _fault_first(self, request: str, context, stream: bool = False) -> str:
+    def _fault_first(self, request: str, context, stream: bool = False, size: int = 0) -> str:
         """Answer the faults every call shares (they end the call); else the
         fault to apply. A unary answer cannot be cut: it hangs mid-body
         after its headers; a *stream* of answers is cut by the caller."""
-        fault = self.hostile.fault.applies(request, self.hostile.stopping)
+        fault = self.hostile.fault.applies(request, self.hostile.stopping, size)
         if fault == "hang-mid-body" and not stream:
             fault = "hang-after-headers"
         if fault == "error":
@@ -386,7 +390,7 @@ class _Reapi:
         return resp
 
     def BatchReadBlobs(self, request, context):
-        fault = self._fault_first("cas", context)
+        fault = self._fault_first("cas", context, size=max((d.size_bytes for d in request.digests), default=0))
         resp = re_pb2.BatchReadBlobsResponse()
         for d in request.digests:
             data = self.content.blob(d.hash)
@@ -404,8 +408,8 @@ class _Reapi:
         return resp
 
     def Read(self, request, context):
-        fault = self._fault_first("cas", context, stream=True)
-        _, sha, _size = request.resource_name.rsplit("/", 2)
+        _, sha, size = request.resource_name.rsplit("/", 2)
+        fault = self._fault_first("cas", context, stream=True, size=int(size))
         data = self.content.blob(sha)
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "no such blob")
