@@ -50,7 +50,6 @@ from .base import (
     Limits,
     RemoteAddress,
     RemoteError,
-    RemoteTimeout,
     SourceMismatch,
     TlsConfig,
     UpdatesDisabled,
