@@ -70,10 +70,9 @@ FAULTS = [
     ("never-accepts", Fault("never-accepts")),
     ("error", Fault("error")),
 ]
-# A result saying app's image has another name is refused once the executor
-# tells fetch() the name it expects (RemoteActions.fetch(image=...)); until
-# it does, that poison is tested on fetch() alone (tests/unit/test_remote_actions.py).
-BUILD_POISONS = sorted(set(POISONS) - {"renamed-image"})
+# A result saying app's image has another name is refused: the executor tells
+# fetch() the name it expects (RemoteActions.fetch(image=...)).
+BUILD_POISONS = sorted(POISONS)
 CASES = [(name, fault, None) for name, fault in FAULTS] + [(f"poison-{p}", Fault(), p) for p in BUILD_POISONS]
 
 

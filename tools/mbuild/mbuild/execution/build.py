@@ -129,7 +129,8 @@ class Executor:
             record = self.store.get(key)
             if record is not None and self._usable(info, record):
                 return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
-            record = self.remote.fetch(key, self._base_diff_ids(info)) if self.remote else None
+            record = self.remote.fetch(key, self._base_diff_ids(info), info.image.name if info.image else None) \
+                if self.remote else None
             if record is not None and self._restored_from_remote(info, record):
                 self.store.put(record, self.workspace.name)
                 return self._outcome(info, record, cached=True, t0=t0, source="remote-cache")
