@@ -132,6 +132,25 @@ def test_mbuild_builds_on_docker_host_tcp_with_tls(tls_engine, certs, small_ws):
     docker_on(env, "rmi", "-f", name)
 
 
+def test_a_remote_hit_on_an_engine_without_a_local_containerd_is_loaded(tls_engine, certs, small_ws, run_id):
+    """Over TCP the engine's containerd cannot be reached from here, so a remote
+    hit goes in by `docker load` of the blobs, under the same manifest digest."""
+    ws, name = small_ws
+    env = tls_env(tls_engine, certs.client_dir)
+    url = f"http://127.0.0.1:8089/mbuild-test-engines-{run_id}/"
+    first = mbuild(ws, env, "build", "--json", "--remote", url, "--remote-upload", "//app:img")
+    assert first.returncode == 0, first.stderr[-3000:]
+    digest = json.loads(first.stdout.splitlines()[-1])["manifest_digest"]
+    docker_on(env, "rmi", "-f", name)
+    again = mbuild(ws, env, "--cache-dir", str(ws.parent / "empty-cache"), "build", "--json", "--remote", url,
+                   "//app:img")
+    record = json.loads(again.stdout.splitlines()[-1])
+    assert record["source"] == "remote-cache", again.stderr[-3000:]
+    assert docker_on(env, "image", "inspect", "-f", "{{.Id}}", name).stdout.strip() == digest
+    assert docker_on(env, "run", "--rm", name).stdout == "hello through the engine\n"
+    docker_on(env, "rmi", "-f", name)
+
+
 def test_a_wrong_certificate_is_one_line_exit_1(tls_engine, certs, small_ws, tmp_path):
     ws, _ = small_ws
     rogue = make_certs(tmp_path / "rogue", "rogue")  # a CA the engine does not trust, and vice versa

@@ -47,3 +47,5 @@ class Daemon:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        if "engine" in self.__dict__ and self.engine is not None:
+            self.engine.close()

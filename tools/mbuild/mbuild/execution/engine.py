@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -43,6 +44,26 @@ class Engine:
             host = from_environment()
         self.host = host
         self.timeout = timeout
+        self._image_store = None
+        self._image_store_found = False
+        self._lock = threading.Lock()  # job threads restore images side by side
+
+    def image_store(self):
+        """The engine's containerd image store (:class:`buildkit.imagestore.ContainerdImageStore`),
+        when it is local and reachable from here; else None (then ``load`` is the way in)."""
+        with self._lock:
+            if not self._image_store_found:
+                self._image_store_found = True
+                if self.host.scheme == "unix":
+                    from buildkit.imagestore import ContainerdImageStore, find_containerd
+
+                    address = find_containerd(self.host.path)
+                    self._image_store = ContainerdImageStore(address) if address else None
+            return self._image_store
+
+    def close(self) -> None:
+        if self._image_store is not None:
+            self._image_store.close()
 
     def _request(self, method: str, path: str, body: Any = None, headers: dict | None = None) -> tuple[int, bytes]:
         conn = _Connection(self.host, self.timeout)

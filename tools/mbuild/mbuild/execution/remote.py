@@ -384,18 +384,42 @@ def base_layer_blobs(store: LocalStore, record: ActionRecord, base_diff_ids: Seq
 
 def restore_image(store: LocalStore, engine: Engine, record: ActionRecord,
                   base_diff_ids: Sequence[str] = ()) -> bool:
-    """Load the record's image from local blobs; True if the engine now has it.
+    """Put the record's image into the engine from local blobs; True if the
+    engine now has it under the record's manifest digest.
 
-    The base image's layers are left out of the archive (the engine has them
-    with the base image): loading is then proportional to what the build
-    added. If the engine turns out not to have them, the whole image is tried.
+    Where the engine's containerd image store can be reached (a local engine
+    with the containerd snapshotter), only the blobs the engine lacks are
+    written into it (:mod:`buildkit.imagestore`): the base image's layers are
+    there already, and nothing is re-hashed. Otherwise the image is loaded
+    with ``docker load``, the base image's layers left out of the archive
+    (the engine has them with the base image), so loading is proportional to
+    what the build added; if the engine turns out not to have them, the whole
+    image is tried.
     """
     if not record.blobs or not record.image:
         return False
+    if _put_into_image_store(store, engine, record):
+        return True
     omit = base_layer_blobs(store, record, base_diff_ids)
     if omit and _load(store, engine, record, omit):
         return True
     return has_blobs(store, list(record.blobs)) and _load(store, engine, record, set())
+
+
+def _put_into_image_store(store: LocalStore, engine: Engine, record: ActionRecord) -> bool:
+    from buildkit.imagestore import Blob, ImageStoreError
+    from buildkit.llb import normalize_image_ref
+
+    image_store = engine.image_store()
+    if image_store is None or len(record.blobs) < 2:
+        return False
+    blobs = [Blob(b["digest"], int(b["size"]), b["mediaType"], store.blob_path(b["digest"].split(":", 1)[1]))
+             for b in record.blobs]
+    try:
+        image_store.put_image(normalize_image_ref(record.image), blobs[0], blobs[1], blobs[2:])
+        return engine.image_id(record.image) == record.manifest_digest
+    except (ImageStoreError, EngineError, OSError):
+        return False
 
 
 def _load(store: LocalStore, engine: Engine, record: ActionRecord, omit: set[str]) -> bool:
