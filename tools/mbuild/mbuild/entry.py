@@ -1,7 +1,9 @@
-"""The ``mbuild`` command's entry point: the no-op fast path, then the CLI.
+"""The ``mbuild`` command's entry point: the no-op fast path, then a warm
+server if one runs, then the CLI in this process.
 
 Kept free of heavy imports, so an unchanged build answers in a few tens of
-milliseconds (see :mod:`mbuild.fastpath`).
+milliseconds (see :mod:`mbuild.fastpath`), and a command handed to a warm
+server (:mod:`mbuild.server`) pays no import at all.
 """
 
 from __future__ import annotations
@@ -15,9 +17,40 @@ def main() -> None:
 
     if main_fast(argv):
         sys.exit(0)
+    if argv[:1] == ["server"]:
+        sys.exit(server_command(argv[1:]))
+    from .server import try_server
+
+    code = try_server(argv)
+    if code is not None:
+        sys.exit(code)
     from .cli import main as cli_main
 
     cli_main(argv)
+
+
+_SERVER_USAGE = "usage: mbuild server start|stop|status  (a warm server: see mbuild/server.py)"
+
+
+def server_command(args: list[str]) -> int:
+    """``mbuild server start|stop|status``."""
+    from . import server
+
+    if args == ["start"]:
+        if server.running():
+            print(f"mbuild: a server is already running ({server.socket_path()})", file=sys.stderr)
+            return 0
+        print(f"mbuild: server started ({server.start_background()})", file=sys.stderr)
+        return 0
+    if args == ["stop"]:
+        print("mbuild: server stopped" if server.stop() else "mbuild: no server was running", file=sys.stderr)
+        return 0
+    if args == ["status"]:
+        up = server.running()
+        print(f"mbuild: server {'running' if up else 'not running'} ({server.socket_path()})", file=sys.stderr)
+        return 0 if up else 1
+    print(f"mbuild: error: {_SERVER_USAGE}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

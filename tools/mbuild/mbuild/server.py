@@ -1,0 +1,382 @@
+"""An optional warm server: the CLI with its imports already done, forked afresh for every command.
+
+A command that has to build spends about 0.2 s importing gRPC, protobuf,
+Starlark and mbuild itself before its first solve; a warm server (as Bazel,
+Buck2 and pantsd have) removes that. ``mbuild server start`` starts one per
+user and installation; while it runs, ``mbuild …`` hands the command to it::
+
+    mbuild server start        # in the background; logs in ~/.cache/mbuild-server/, socket in /tmp/mbuild-server-<uid>/
+    mbuild server status
+    mbuild server stop         # also stops by itself after 3 idle hours
+
+**It never serves a stale answer**, by construction: the server keeps no
+state between commands. For each command it forks a child that takes the
+client's own stdin, stdout and stderr (passed over the unix socket), working
+directory, environment, umask and arguments, and runs exactly what the CLI
+would run in-process; the child's exit code is the command's. The parent
+only imports and forks: it opens no BuildKit connection, reads no workspace,
+caches nothing. Before each fork it checks that none of the code it imported
+(every loaded module file, mbuild's and buildkit-py's included) has changed
+since it started; if any has, it refuses the command (the client then runs it
+in-process) and exits, so the next ``mbuild server start`` loads the new code.
+
+The client (:func:`try_server`, called by :mod:`mbuild.entry` after the no-op
+fast path) imports only ``socket``, ``marshal`` and ``signal``; when no
+server answers it returns at once and the command runs in-process, so the
+server is only ever a speed-up. ``MBUILD_SERVER=0`` ignores a running server.
+Ctrl-C and SIGTERM are forwarded to the child.
+
+Written on the standard library (``socket.send_fds``, ``os.fork``) because
+no maintained library does fork-per-request with passed descriptors.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import socket
+import sys
+
+IDLE_LIMIT = 3 * 3600.0  # seconds without a command before the server exits
+_PROTOCOL = 1
+
+
+def server_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mbuild-server")
+
+
+def socket_dir() -> str:
+    """A short folder for the socket (unix socket paths are limited to 107
+    bytes), private to the user: ``$XDG_RUNTIME_DIR``, else ``/tmp/mbuild-server-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "mbuild-server") if runtime else f"/tmp/mbuild-server-{os.getuid()}"
+
+
+def _private_dir(path: str) -> bool:
+    """Whether ``path`` is a folder of this user's that nobody else can enter (made if absent)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and (st.st_mode & 0o077) == 0 and not os.path.islink(path)
+
+
+def socket_path() -> str:
+    """One server per user, Python, mbuild installation and cache folder
+    (never another checkout's code, never another cache's settings)."""
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - other Pythons
+        from hashlib import sha256
+    here = os.path.dirname(os.path.abspath(__file__))
+    tag = sha256(f"{_PROTOCOL}\0{sys.executable}\0{sys.version}\0{here}\0{server_dir()}".encode()).hexdigest()
+    return os.path.join(socket_dir(), f"{tag[:24]}.sock")
+
+
+# --------------------------------------------------------------------------- wire
+# A message is 4 bytes of length, then a marshal'd value. The client's request
+# carries its three standard descriptors as SCM_RIGHTS.
+
+
+def _send(sock: socket.socket, value, fds: list[int] | None = None) -> None:
+    data = marshal.dumps(value)
+    payload = len(data).to_bytes(4, "big") + data
+    if fds:
+        socket.send_fds(sock, [payload], fds)
+    else:
+        sock.sendall(payload)
+
+
+def _recv(sock: socket.socket, with_fds: bool = False):
+    fds: list[int] = []
+    if with_fds:
+        head, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+    else:
+        head = sock.recv(1 << 20)
+    if len(head) < 4:
+        raise EOFError("connection closed")
+    size = int.from_bytes(head[:4], "big")
+    data = head[4:]
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return marshal.loads(data), fds
+
+
+# --------------------------------------------------------------------------- client
+
+
+def try_server(argv: list[str]) -> int | None:
+    """Run the command on a warm server; its exit code, or None to run it here."""
+    if os.environ.get("MBUILD_SERVER") == "0" or (argv[:1] == ["server"]):
+        return None
+    path = socket_path()
+    if not os.path.exists(path) or not _private_dir(os.path.dirname(path)):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(2.0)
+        sock.connect(path)
+        umask = os.umask(0)
+        os.umask(umask)
+        request = {"v": _PROTOCOL, "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
+                   "umask": umask}
+        _send(sock, request, [0, 1, 2])
+        answer, _ = _recv(sock)
+    except (OSError, EOFError, ValueError):
+        sock.close()
+        return None
+    if not isinstance(answer, dict) or "pid" not in answer:
+        sock.close()
+        return None  # refused (the server's code is out of date, and it exits): run in-process
+    import signal
+
+    pid = answer["pid"]
+
+    def forward(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    sock.settimeout(None)
+    try:
+        done, _ = _recv(sock)
+    except (OSError, EOFError, ValueError):
+        return 1  # the server went away mid-command
+    finally:
+        sock.close()
+    return int(done.get("exit", 1)) if isinstance(done, dict) else 1
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _preload() -> None:
+    """Import everything a command may need, so a forked child starts warm."""
+    import buildkit.client  # noqa: F401 - grpc and the protos
+    import buildkit.gateway  # noqa: F401
+    import buildkit.proto.control_pb2  # noqa: F401
+    import starlark  # noqa: F401
+
+    from . import cli, workflow  # noqa: F401
+    from .analysis import analyze  # noqa: F401
+    from .cache import keys, store  # noqa: F401
+    from .execution import bases, build, remote  # noqa: F401
+    from .ui import progress  # noqa: F401
+
+
+def _code_facts() -> dict[str, tuple[int, int]]:
+    out = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            out[path] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def _changed(facts: dict[str, tuple[int, int]]) -> str | None:
+    for path, fact in facts.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return path
+        if (st.st_mtime_ns, st.st_size) != fact:
+            return path
+    return None
+
+
+def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: list[int]) -> None:
+    """In the forked child: become the client's process and run the CLI."""
+    import signal
+
+    listener.close()
+    conn.close()
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.umask(request["umask"])
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.stdin = os.fdopen(0, "r", closefd=False)
+    sys.stdout = os.fdopen(1, "w", closefd=False)
+    sys.stderr = os.fdopen(2, "w", closefd=False)
+    sys.argv = ["mbuild", *request["argv"]]
+    code = 0
+    try:
+        from .cli import main
+
+        main(list(request["argv"]))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the CLI reports its own errors; this is a last resort
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                pass
+    os._exit(code)
+
+
+def _wait_and_answer(conn: socket.socket, pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    try:
+        _send(conn, {"exit": code if code >= 0 else 128 - code})
+    except OSError:
+        pass
+    conn.close()
+
+
+def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
+    """Serve until idle for ``idle_limit`` seconds, stopped, or out of date."""
+    import threading
+    import time
+
+    path = path or socket_path()
+    if not _private_dir(os.path.dirname(path)):
+        raise SystemExit(f"mbuild server: {os.path.dirname(path)} is not a private folder of this user")
+    _preload()
+    facts = _code_facts()
+    tmp = f"{path}.{os.getpid()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(tmp)
+    os.chmod(tmp, 0o600)
+    listener.listen(64)
+    os.replace(tmp, path)  # a new server takes over the name atomically
+    st = os.stat(path)
+    mine = (st.st_dev, st.st_ino)
+    listener.settimeout(60.0)
+    last = time.monotonic()
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                if time.monotonic() - last > idle_limit or not _owns(path, mine):
+                    return  # idle, or another server took over the name
+                continue
+            last = time.monotonic()
+            conn.settimeout(5.0)
+            try:
+                request, fds = _recv(conn, with_fds=True)
+            except (OSError, EOFError, ValueError):
+                conn.close()
+                continue
+            if not isinstance(request, dict) or request.get("v") != _PROTOCOL or len(fds) != 3:
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if request.get("argv") == ["server", "stop"]:
+                _send(conn, {"stopped": True})
+                conn.close()
+                return
+            stale = _changed(facts)
+            if stale is not None:
+                _send(conn, {"stale": stale})  # the client runs it in-process
+                conn.close()
+                for fd in fds:
+                    os.close(fd)
+                return
+            pid = os.fork()
+            if pid == 0:
+                _child(conn, listener, request, fds)
+            for fd in fds:
+                os.close(fd)
+            conn.settimeout(None)
+            _send(conn, {"pid": pid})
+            threading.Thread(target=_wait_and_answer, args=(conn, pid), daemon=True).start()
+    finally:
+        listener.close()
+        if _owns(path, mine):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _owns(path: str, mine: tuple[int, int]) -> bool:
+    """Whether the socket file at ``path`` is still this server's."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == mine
+
+
+# --------------------------------------------------------------------------- control
+
+
+def running() -> bool:
+    path = socket_path()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2.0)
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start_background() -> str:
+    """Start a server detached from this terminal; returns its socket path."""
+    import subprocess
+    import time
+
+    path = socket_path()
+    os.makedirs(server_dir(), mode=0o700, exist_ok=True)
+    log = open(os.path.join(server_dir(), os.path.basename(path)[:-5] + ".log"), "ab")
+    if not _private_dir(os.path.dirname(path)):
+        raise RuntimeError(f"{os.path.dirname(path)} is not a private folder of this user")
+    subprocess.Popen([sys.executable, "-m", "mbuild.server", "--serve"], stdin=subprocess.DEVNULL, stdout=log,
+                     stderr=log, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if running():
+            return path
+        time.sleep(0.05)
+    raise RuntimeError(f"the mbuild server did not start; see {log.name}")
+
+
+def stop() -> bool:
+    """Ask a running server to stop; False if none was running."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        sock.connect(socket_path())
+        _send(sock, {"v": _PROTOCOL, "argv": ["server", "stop"], "cwd": "/", "env": {}, "umask": 0o22},
+              [0, 1, 2])
+        _recv(sock)
+        return True
+    except (OSError, EOFError, ValueError):
+        return False
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    serve()
