@@ -9,7 +9,8 @@ ones are checked here and turned into what the engine works with:
   WORKSPACE.toml image its root filesystem starts from, if any;
 * ``GeneratedFile`` -> a :class:`FileOutput` under the package's output
   folder, whose render function must be a plain module-level function and
-  whose arguments plain data, since both go into the key;
+  whose arguments plain data, since both go into the key; its images may be
+  dependencies or their dependencies (a compose service wrapping an image);
 * ``Group`` -> the targets that building this one builds.
 
 Mistakes are errors at the rule's declaration (``rules/x.py:LINE``), naming
@@ -26,6 +27,7 @@ from ..errors import ConfigError
 from ..loading.labels import Label
 from .context import RuleContext
 from .providers import (
+    DockerfileBuild,
     Files,
     FileOutput,
     GeneratedFile,
@@ -39,9 +41,11 @@ from .providers import (
 
 
 def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetInfo],
-            base_sources: Mapping[str, str]) -> TargetInfo:
+            base_sources: Mapping[str, str], analysed: Mapping[Label, TargetInfo] | None = None) -> TargetInfo:
     """The TargetInfo of ``ctx``'s target from the providers ``rule`` returned.
-    ``base_sources`` maps each base image's LLB source identifier to its name."""
+    ``base_sources`` maps each base image's LLB source identifier to its name;
+    ``analysed`` holds every target analysed so far (the dependencies'
+    dependencies among them), where a GeneratedFile's images are found."""
     label = ctx.label
 
     def fail(message: str) -> ConfigError:
@@ -71,16 +75,18 @@ def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetIn
         stage = providers[Stage].state
         if not isinstance(stage, llb.State):
             raise fail(f"Stage(state) takes an LLB State, got {type(stage).__name__}")
+    dockerfile = providers.get(DockerfileBuild)
     image = None
     if Image in providers:
-        if stage is None:
+        if stage is None and dockerfile is None:
             raise fail("an Image needs the Stage it exports; return mb.Stage(st) too")
         name = providers[Image].name
         try:
             llb.normalize_image_ref(name)
         except (ValueError, TypeError) as e:
             raise ctx.error(f"image name {name!r}: {e}; use a name like my-app:latest") from None
-        image = ImageOutput(name, base_sources.get(_root_source(stage)))
+        base = base_sources.get(_root_source(stage)) if stage is not None else None
+        image = ImageOutput(name, base, bool(providers[Image].push))
     group = None
     if Group in providers:
         group = tuple(providers[Group].targets)
@@ -89,7 +95,7 @@ def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetIn
                 raise fail(f"Group names {target}, which is not a dependency of {label}")
     generated = None
     if GeneratedFile in providers:
-        generated = _file_output(ctx, rule, providers[GeneratedFile], deps, fail)
+        generated = _file_output(ctx, rule, providers[GeneratedFile], deps, analysed or deps, fail)
 
     return TargetInfo(
         label=label,
@@ -107,10 +113,14 @@ def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetIn
         rule=rule,
         context=dict(sorted(ctx._facts.items())),
         location=ctx._target.location,
+        secrets=dict(sorted(ctx._secrets.items())),
+        dockerfile=dockerfile,
+        ssh=tuple(sorted(ctx._ssh)),
     )
 
 
-def _file_output(ctx: RuleContext, rule, gen: GeneratedFile, deps: Mapping[Label, TargetInfo], fail) -> FileOutput:
+def _file_output(ctx: RuleContext, rule, gen: GeneratedFile, deps: Mapping[Label, TargetInfo],
+                 analysed: Mapping[Label, TargetInfo], fail) -> FileOutput:
     path = gen.path
     if not isinstance(path, str) or not path or path.startswith("/") or \
             any(p in ("", ".", "..") for p in path.split("/")):
@@ -124,10 +134,12 @@ def _file_output(ctx: RuleContext, rule, gen: GeneratedFile, deps: Mapping[Label
         raise fail(f"GeneratedFile args must be plain data (str, int, float, bool, None, Label, lists, "
                    f"dicts with string keys), got {bad}")
     images = tuple(gen.images)
+    closure = _closure(deps, analysed) if any(target not in deps for target in images) else deps
     for target in images:
-        info = deps.get(target)
+        info = analysed.get(target) if target in closure else None
         if info is None or info.image is None:
-            raise fail(f"GeneratedFile images names {target}, which is not a dependency with an Image")
+            raise fail(f"GeneratedFile images names {target}, which is not a dependency (or a dependency's "
+                       f"dependency) with an Image")
     package = ctx.package
     return FileOutput(
         path=f"{package}/{path}" if package else path,
@@ -137,6 +149,18 @@ def _file_output(ctx: RuleContext, rule, gen: GeneratedFile, deps: Mapping[Label
         label=ctx.label,
         rule_files=tuple(rule.files),
     )
+
+
+def _closure(deps: Mapping[Label, TargetInfo], analysed: Mapping[Label, TargetInfo]) -> set[Label]:
+    """The labels of ``deps`` and of everything they depend on."""
+    seen: set[Label] = set()
+    todo = list(deps)
+    while todo:
+        label = todo.pop()
+        if label not in seen and label in analysed:
+            seen.add(label)
+            todo.extend(analysed[label].deps)
+    return seen
 
 
 def _not_plain(value: Any) -> str | None:

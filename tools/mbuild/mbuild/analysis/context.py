@@ -34,6 +34,11 @@ CA_ENV = {
     "REQUESTS_CA_BUNDLE": CA_PATH,
     "NODE_EXTRA_CA_CERTS": CA_PATH,
 }
+# Where a step sees a declared build secret, as a Dockerfile's
+# RUN --mount=type=secret,id=ID does: /run/secrets/ID.
+SECRETS_DIR = "/run/secrets"
+SECRET_SOURCE_KINDS = ("env", "file")  # a secret attribute's value: env:NAME or file:PATH
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 class Dep:
@@ -69,9 +74,9 @@ class Dep:
 class RuleContext:
     """What a rule implementation gets: ``ctx.attr("srcs")``, ``ctx.dep(label)``,
     ``ctx.files(labels)``, ``ctx.stage(label)``, ``ctx.source(files)``,
-    ``ctx.copy_sources(...)``, ``ctx.base("base")``, ``ctx.fetching()``,
-    ``ctx.error(...)``, and the facts ``label``, ``kind``, ``package``,
-    ``platform``, ``workspace_name`` and ``output_relpath(...)``."""
+    ``ctx.copy_sources(...)``, ``ctx.base("base")``, ``ctx.base_ref("image")``,
+    ``ctx.fetching()``, ``ctx.error(...)``, and the facts ``label``, ``kind``,
+    ``package``, ``platform``, ``workspace_name`` and ``output_relpath(...)``."""
 
     def __init__(self, target, schema, workspace: Workspace, deps: Mapping[Label, TargetInfo],
                  bases: Mapping[str, ResolvedBase], platform: str) -> None:
@@ -84,6 +89,8 @@ class RuleContext:
         self._sources: set[str] = set()
         self._bases: dict[str, BaseImage] = {}
         self._facts: dict[str, Any] = {}
+        self._secrets: dict[str, str] = {}  # secret id -> its declared source (env:NAME, file:PATH)
+        self._ssh: set[str] = set()  # SSH agent ids its steps use
 
     # ------------------------------------------------------------------ facts
 
@@ -180,19 +187,66 @@ class RuleContext:
     def base(self, attr: str) -> llb.State:
         """The base image named by the ``base_image`` attribute ``attr``,
         pinned to the digest it resolved to, with its config."""
+        image, resolved = self._base_image("base", attr)
+        if resolved is None:
+            return llb.image(image.pinned_ref, platform=self._platform)
+        return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self._platform)
+
+    def base_ref(self, attr: str) -> str:
+        """The reference ``ref@digest`` the ``base_image`` attribute ``attr``
+        resolved to (as ``ctx.base``: the WORKSPACE.toml pin, else what
+        BuildKit resolved the tag to), for rules that name an image rather
+        than build on it, like a compose service run from a registry image.
+        The digest is in the key, as for ``ctx.base``."""
+        image, resolved = self._base_image("base_ref", attr)
+        return f"{image.ref}@{resolved.digest}" if resolved is not None else image.pinned_ref
+
+    def _base_image(self, method: str, attr: str):
         decl = self._schema.all_attrs.get(attr)
         if decl is None or decl.type != "base_image":
-            raise self.error(f"base({attr!r}): rule {self.kind} has no base_image attribute {attr!r}; "
+            raise self.error(f"{method}({attr!r}): rule {self.kind} has no base_image attribute {attr!r}; "
                              f"declare it with attr.base_image(...)")
         name = self._target.attrs[attr]
         if not name:
             raise self.error(f"attribute {attr!r} is empty; name a base image from WORKSPACE.toml [images]")
         image = self._workspace.images[name]  # analysis checked every base_image attribute's name
         self._bases[name] = image
-        resolved = self._resolved.get(name)
-        if resolved is None:
-            return llb.image(image.pinned_ref, platform=self._platform)
-        return llb.image(f"{image.ref}@{resolved.digest}", config=resolved.config, platform=self._platform)
+        return image, self._resolved.get(name)
+
+    def secret_mounts(self, secrets: str = "secrets", ssh: str = "ssh") -> list:
+        """``run`` mounts for the build secrets and SSH agents the target
+        declares: the ``string_dict`` attribute ``secrets`` (id ->
+        ``env:NAME`` or ``file:PATH``, a path relative to the workspace root)
+        and the ``string_list`` attribute ``ssh`` (agent ids, ``default`` for
+        ``$SSH_AUTH_SOCK``). Each secret is a file at ``/run/secrets/<id>``
+        (read-only, never in a layer), each agent a socket (the first one is
+        ``SSH_AUTH_SOCK``): ``st.run(cmd, mounts=ctx.secret_mounts())``.
+
+        The command line's ``--secret id=…`` and ``--ssh id=…`` override
+        the declared sources. A secret's *value* is not part of the key (as
+        in BuildKit); its id and declared source are (they are attributes)."""
+        out = []
+        for sid, spec in sorted(self._named_attr(secrets, "string_dict").items()):
+            kind, _, where = spec.partition(":")
+            if not _plain_id(sid) or kind not in SECRET_SOURCE_KINDS or not where:
+                raise self.error(f"attribute {secrets!r}: {sid!r}: {spec!r}; write id = \"env:NAME\" or "
+                                 f"\"file:PATH\" (ids: letters, digits, _ . -)")
+            self._secrets[sid] = spec
+            out.append(llb.secret(f"{SECRETS_DIR}/{sid}", id=sid))
+        for i, aid in enumerate(self._named_attr(ssh, "string_list")):
+            if not _plain_id(aid):
+                raise self.error(f"attribute {ssh!r}: SSH agent id {aid!r}: use letters, digits, _ . - "
+                                 f"(`default` is $SSH_AUTH_SOCK)")
+            self._ssh.add(aid)
+            out.append(llb.ssh(f"/run/buildkit/ssh_agent.{i}", id=aid))  # as the Dockerfile frontend names them
+        return out
+
+    def _named_attr(self, name: str, kind: str) -> Any:
+        decl = self._schema.all_attrs.get(name)
+        if decl is None or decl.type != kind:
+            raise self.error(f"secret_mounts: rule {self.kind} has no {kind} attribute {name!r}; declare it "
+                             f"(mb.secret_attrs() gives `secrets` and `ssh`)")
+        return self._target.attrs[name]
 
     def fetching(self, *mounts) -> dict:
         """``run`` arguments for a step that downloads: the workspace CA
@@ -202,6 +256,10 @@ class RuleContext:
             return {"env": {}, "mounts": list(mounts)}
         ca = llb.secret(CA_PATH, id=CA_SECRET_ID, mode=0o444, optional=True)
         return {"env": dict(CA_ENV), "mounts": [ca, *mounts]}
+
+
+def _plain_id(value: str) -> bool:
+    return isinstance(value, str) and bool(value) and set(value) <= _ID_CHARS
 
 
 def _plain_relative(path: str) -> bool:

@@ -86,6 +86,7 @@ class Stage(Provider):
 @dataclass(frozen=True)
 class Image(Provider):
     name: str
+    push: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ _documented(Files, "Workspace files the target stands for; they are inputs of it
 _documented(Stage, "An LLB state (filesystem and image config) that dependants build on.",
             {"state": "The state (mbuild.api.v1.State)."})
 _documented(Image, "Export the target's Stage into the engine as a named image.",
-            {"name": "Image name, like my-app:latest."})
+            {"name": "Image name, like my-app:latest.",
+             "push": "Push it to the registry its name names on every build (as --push does)."})
 _documented(Service, "How an image runs as a service, for rules that write deployment files.",
             {"name": "Service name (compose service).", "container_name": "Container name; empty: none.",
              "ports": "Published port mappings, like 8000:8000."})
@@ -123,10 +125,11 @@ _documented(GeneratedFile, "A file written under the output folder after the ima
                        "label of `images` to its BuiltImage.",
              "args": "Plain data (str, int, bool, None, Label, lists, dicts with string keys) the render "
                      "function gets; part of the key.",
-             "images": "Labels of Image targets the file names; built first."})
+             "images": "Labels of Image targets the file names (dependencies, or dependencies of "
+                       "dependencies); built first."})
 _documented(Group, "Building the target means building these targets.", {"targets": "The labels."})
 
-BUILTIN_PROVIDERS = (Files, Stage, Image, Service, GeneratedFile, Group)
+BUILTIN_PROVIDERS = (Files, Stage, Image, Service, GeneratedFile, Group)  # DockerfileBuild: the built-in rule's
 
 
 # ---------------------------------------------------------------------------
@@ -151,6 +154,24 @@ class ImageOutput:
 
     name: str
     base: str | None = None
+    push: bool = False  # pushed on every build, not only with --push
+
+
+@dataclass(frozen=True)
+class DockerfileBuild(Provider):
+    """A Dockerfile built by BuildKit's Dockerfile frontend (a `dockerfile`
+    target): paths are workspace-relative; ``bases`` maps each image its
+    FROM lines name (as written, ARGs expanded) to the ``BaseImage`` it is
+    resolved as; ``context_files`` are the context's files after its
+    .dockerignore (inputs of the key)."""
+
+    dockerfile: str
+    context: str
+    ignore_file: str | None
+    target: str
+    build_args: Mapping[str, str]
+    bases: Mapping[str, Any]
+    context_files: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -215,8 +236,11 @@ class TargetInfo:
     rule: Any = None  # mbuild.analysis.rule.Rule
     context: Mapping[str, Any] = field(default_factory=dict)
     location: Location | None = None  # the BUILD file line that declared the target
+    secrets: Mapping[str, str] = field(default_factory=dict)  # build secret id -> declared source (its steps')
+    ssh: tuple[str, ...] = ()  # SSH agent ids its steps use
+    dockerfile: Any = None  # mbuild.analysis.providers.DockerfileBuild, for a `dockerfile` target
 
     @property
     def buildable(self) -> bool:
         """Whether executing this target does work (solve or write)."""
-        return self.stage is not None or self.generated is not None
+        return self.stage is not None or self.generated is not None or self.dockerfile is not None
