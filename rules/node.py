@@ -55,10 +55,20 @@ pnpm_install = mb.rule(
 )
 
 
+# Node's compile cache (V8 code caching of the tools' own JavaScript, e.g. the
+# 9 MB typescript.js that tsc loads on every run), kept in a cache mount: tsc
+# starts in about half the time. It caches how Node compiles the compiler, not
+# anything the compiler produces, so the output is the same with or without
+# it; the step's key stays its inputs. Never part of the image.
+NODE_COMPILE_CACHE = "/root/.cache/node-compile-cache"
+
+
 def _node_build(ctx):
     st = ctx.stage(ctx.attr("deps"))
     st = ctx.copy_sources(st, ctx.attr("srcs"), st.get_workdir() or "/")
-    st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}").root()
+    st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}",
+                env={"NODE_COMPILE_CACHE": NODE_COMPILE_CACHE},
+                mounts=[mb.cache(NODE_COMPILE_CACHE, id="node-compile-cache")]).root()
     return [mb.Stage(st)]
 
 
