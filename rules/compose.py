@@ -1,10 +1,20 @@
-"""``compose``: a docker-compose file for the images it names, pinned by digest.
+"""``compose`` and ``compose_service``: a docker-compose file for the images
+built here and for images that are not (postgres, redis, Kafka), all pinned
+by digest.
 
-The file is rendered after the images are built, so each service's image is
-the exact manifest digest just built (``name@sha256:…``). Each image's
-``Service`` provider names its service, container and published ports; an
-image without one is a service named after its target. ``env_file`` is
-optional (``required: false``), so services start without a ``.env``.
+The file is rendered after the images are built, so each built service's
+image is the exact manifest digest just built (``name@sha256:…``). A service
+run from an image that is not built here names a WORKSPACE.toml ``[images]``
+entry, as a base image does: it is resolved through BuildKit (the engine's
+copy, else a registry) and pinned by ``mbuild lock``, and its digest is in
+the key.
+
+An image target listed in ``compose(images = …)`` runs as its ``Service``
+provider says (name, container name, published ports); a
+``compose_service`` adds what a service needs beyond its image:
+environment, its own env file, volumes, a healthcheck and ``depends_on``
+(``service_healthy`` waits for a dependency's healthcheck). Every env file
+is optional (``required: false``), so services start without a ``.env``.
 
 ``render_compose`` is a plain function of its arguments and the built
 images: its code (this file) and its arguments are in the action key, so a
@@ -14,12 +24,87 @@ change to how the file is written is never answered with a stale file.
 from __future__ import annotations
 
 import json
+import re
 
 from mbuild.api import v1 as mb
 
+ComposeService = mb.provider(
+    "ComposeService",
+    "A compose service: a built image or a WORKSPACE.toml image, and how it runs.",
+    {
+        "name": "Service name.",
+        "image": "Label of the Image target it runs (built here), or None.",
+        "ref": "`name@sha256:…` of the WORKSPACE.toml image it runs (not built here), or ''.",
+        "settings": "Plain data: container_name, command, ports, environment, env_file (a workspace path or "
+                    "'' for the compose target's), volumes, depends_on, healthcheck.",
+        "healthy": "Whether a healthcheck tells when it is ready (its own, or its image's HEALTHCHECK).",
+    },
+)
+
+CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+HEALTHCHECK_KEYS = ("test", "interval", "timeout", "retries", "start_period", "start_interval")
+_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|ms|s|m|h))+")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_ENV_NAME = re.compile(r"[^=\s]+")
+
 
 def _q(value):
-    return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+    return json.dumps(value)  # a JSON string (or list of strings) is valid YAML
+
+
+def _repository(ref):
+    """``ref`` without its tag or digest: ``host:5000/a/b:1@sha256:…`` -> ``host:5000/a/b``."""
+    ref = ref.split("@", 1)[0]
+    return ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+
+
+def _image_line(service, images):
+    """``image: "name@sha256:…"``; an image not built here keeps its tag in a comment."""
+    if service["label"] is not None:
+        built = images[service["label"]]
+        return f"    image: {_q(_repository(built.name) + '@' + built.manifest_digest)}"
+    ref = service["ref"]
+    if "@" not in ref:  # neither pinned nor resolved (only outside a build): the tag, as declared
+        return f"    image: {_q(ref)}"
+    named, digest = ref.split("@", 1)
+    tag = f"  # {named}" if _repository(named) != named else ""
+    return f"    image: {_q(_repository(named) + '@' + digest)}{tag}"
+
+
+def _service_lines(service, images):
+    lines = [f"  {service['name']}:", _image_line(service, images)]
+    if service["container_name"]:
+        lines.append(f"    container_name: {_q(service['container_name'])}")
+    if service["command"]:
+        lines.append(f"    command: {_q(service['command'])}")
+    if service["ports"]:
+        lines.append("    ports:")
+        lines.extend(f"      - {_q(p)}" for p in service["ports"])
+    if service["environment"]:
+        lines.append("    environment:")
+        lines.extend(f"      {_q(k)}: {_q(v)}" for k, v in service["environment"])
+    if service["env_file"]:
+        lines.append("    env_file:")
+        lines.append(f"      - path: {_q(service['env_file'])}")
+        lines.append("        required: false")
+    if service["volumes"]:
+        lines.append("    volumes:")
+        lines.extend(f"      - {_q(v)}" for v in service["volumes"])
+    if service["depends_on"]:
+        lines.append("    depends_on:")
+        for name, condition in service["depends_on"]:
+            lines.append(f"      {name}:")
+            lines.append(f"        condition: {condition}")
+    check = service["healthcheck"]
+    if check:
+        lines.append("    healthcheck:")
+        test = ["NONE"] if check["test"] == "NONE" else ["CMD-SHELL", check["test"]]
+        lines.append(f"      test: {_q(test)}")
+        for key in HEALTHCHECK_KEYS[1:]:
+            if key in check:
+                value = check[key]
+                lines.append(f"      {key}: {value if key == 'retries' else _q(value)}")
+    return lines
 
 
 def render_compose(args, images):
@@ -27,54 +112,242 @@ def render_compose(args, images):
     lines = [f"# Generated by mbuild from {args['source']}; do not edit.", f"name: {_q(args['project'])}",
              "services:"]
     for service in args["services"]:
-        built = images[service["label"]]
-        repo = built.name.rsplit(":", 1)[0] if ":" in built.name.rsplit("/", 1)[-1] else built.name
-        lines.append(f"  {service['name']}:")
-        lines.append(f"    image: {_q(repo + '@' + built.manifest_digest)}")
-        if service["container_name"]:
-            lines.append(f"    container_name: {_q(service['container_name'])}")
-        if service["ports"]:
-            lines.append("    ports:")
-            lines.extend(f"      - {_q(p)}" for p in service["ports"])
-        if args["env_file"]:
-            lines.append("    env_file:")
-            lines.append(f"      - path: {_q(args['env_file'])}")
-            lines.append("        required: false")
+        lines.extend(_service_lines(service, images))
+    if args["volumes"]:
+        lines.append("volumes:")
+        lines.extend(f"  {name}: {{}}" for name in args["volumes"])
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------
+# compose_service
+
+
+def _workspace_path(path):
+    path = path[2:] if path.startswith("./") else path
+    parts = path.split("/")
+    return path if path and not path.startswith("/") and all(p not in ("", ".", "..") for p in parts) else None
+
+
+def _has_healthcheck(config):
+    test = (config.get("config") or {}).get("Healthcheck", {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
+
+
+def _volume(ctx, spec):
+    """One `volumes` entry checked: (kind, source, target, mode); kind is
+    "named", "workspace" or "host"."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise ctx.error(f"volumes: {spec!r} must be SOURCE:/path/in/container[:ro|rw]")
+    source, target, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+    if source.startswith("/"):
+        return "host", source, target, mode
+    if "/" in source or source.startswith("."):
+        path = _workspace_path(source)
+        if path is None:
+            raise ctx.error(f"volumes: {spec!r}: a workspace folder is a relative path without '..', like "
+                            f"./data or config/nginx")
+        return "workspace", path, target, mode
+    if not _NAME.fullmatch(source):
+        raise ctx.error(f"volumes: {spec!r}: a named volume is letters, digits, '_', '.' and '-'")
+    return "named", source, target, mode
+
+
+def _healthcheck(ctx):
+    check = dict(ctx.attr("healthcheck"))
+    if not check:
+        return {}
+    unknown = sorted(set(check) - set(HEALTHCHECK_KEYS))
+    if unknown or "test" not in check:
+        raise ctx.error(f"healthcheck: keys are {', '.join(HEALTHCHECK_KEYS)} and `test` is required"
+                        + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    for key in ("interval", "timeout", "start_period", "start_interval"):
+        if key in check and not _DURATION.fullmatch(check[key]):
+            raise ctx.error(f"healthcheck: {key} {check[key]!r} must be a duration like 2s, 500ms or 1m30s")
+    if "retries" in check:
+        if not check["retries"].isdigit() or int(check["retries"]) < 1:
+            raise ctx.error(f"healthcheck: retries {check['retries']!r} must be a whole number above 0")
+        check["retries"] = int(check["retries"])
+    return check
+
+
+def _compose_service(ctx):
+    image, build = ctx.attr("image"), ctx.attr("build")
+    if bool(image) == bool(build):
+        raise ctx.error("set exactly one of `image` (a WORKSPACE.toml image, not built here) and `build` "
+                        "(an image target built here)")
+    container_name, ports = ctx.attr("container_name"), list(ctx.attr("publish"))
+    if build:
+        dep = ctx.dep(build)
+        config = dep[mb.Stage].state.image_config()
+        built = dep.get(mb.Service)
+        if built is not None:
+            container_name = container_name or built.container_name
+            ports = ports or list(built.ports)
+        ref = ""
+    else:
+        config = ctx.base("image").image_config()
+        ref = ctx.base_ref("image")
+    env_file = ctx.attr("env_file")
+    if env_file and _workspace_path(env_file) is None:
+        raise ctx.error(f"env_file {env_file!r} must be a workspace-relative path without '..'")
+    environment = dict(ctx.attr("environment"))
+    bad = [k for k in environment if not _ENV_NAME.fullmatch(k)]
+    if bad:
+        raise ctx.error(f"environment: {bad[0]!r} is not a variable name")
+    depends_on = dict(ctx.attr("depends_on"))
+    for name, condition in depends_on.items():
+        if condition not in CONDITIONS:
+            raise ctx.error(f"depends_on: {name}: condition {condition!r} must be one of {', '.join(CONDITIONS)}")
+    volumes = [_volume(ctx, spec) for spec in ctx.attr("volumes")]
+    healthcheck = _healthcheck(ctx)
+    healthy = healthcheck.get("test") != "NONE" if healthcheck else _has_healthcheck(config)
+    settings = {
+        "container_name": container_name,
+        "command": list(ctx.attr("command")),
+        "ports": ports,
+        "environment": [[k, v] for k, v in environment.items()],
+        "env_file": _workspace_path(env_file) if env_file else "",
+        "volumes": [list(v) for v in volumes],
+        "depends_on": [[name, condition] for name, condition in depends_on.items()],
+        "healthcheck": healthcheck,
+    }
+    return [ComposeService(name=ctx.attr("service") or ctx.label.name, image=build or None, ref=ref,
+                           settings=settings, healthy=healthy)]
+
+
+compose_service = mb.rule(
+    implementation=_compose_service,
+    doc="A service of a `compose` file: an image built here (`build`) or a WORKSPACE.toml image that is "
+        "not (`image`: postgres, redis…, pinned by digest), with its environment, env file, volumes, "
+        "healthcheck and `depends_on`.",
+    attrs={
+        "image": mb.attr.base_image("A WORKSPACE.toml `[images]` name the service runs (an image not built "
+                                    "here, like `postgres`); written as `name@sha256:…`, the pin `mbuild "
+                                    "lock` wrote, else the digest BuildKit resolves the tag to."),
+        "build": mb.attr.label("An image target built here that the service runs (instead of `image`); "
+                               "its `container_name` and `publish` are the defaults of this service's.",
+                               providers=(mb.Image,)),
+        "service": mb.attr.string("Service name; defaults to the target name."),
+        "container_name": mb.attr.string("Container name (compose `container_name`); empty: compose's."),
+        "command": mb.attr.string_list("Command (exec form) replacing the image's CMD."),
+        "publish": mb.attr.string_list("Port mappings, e.g. `5432:5432`, `127.0.0.1:8080:80`, or `80` for a "
+                                       "free host port (`docker compose port` tells which)."),
+        "environment": mb.attr.string_dict("Environment variables, in order; compose substitutes `${VAR}` in "
+                                           "values (write `$$` for a `$`)."),
+        "env_file": mb.attr.string("Workspace-relative env file this service reads instead of the compose "
+                                   "target's `env_file` (also `required: false`; never copied into an "
+                                   "image)."),
+        "volumes": mb.attr.string_list("Mounts, `SOURCE:/path[:ro|rw]`: a bare name is a named volume "
+                                       "(declared in the file, kept by `compose down`), `./dir` or `a/b` a "
+                                       "workspace folder, `/abs` a host path."),
+        "depends_on": mb.attr.string_dict("Services started first: name -> condition, one of "
+                                          "`service_started`, `service_healthy` (waits until its healthcheck "
+                                          "passes; it must have one), `service_completed_successfully`."),
+        "healthcheck": mb.attr.string_dict("Healthcheck: `test` (a shell command, exit 0 = healthy; `NONE` "
+                                           "turns the image's off), optional `interval`, `timeout`, "
+                                           "`start_period`, `start_interval` (durations like `2s`) and "
+                                           "`retries`; default: the image's HEALTHCHECK."),
+    },
+)
+
+
+# ---------------------------------------------------------------------------
+# compose
+
+
+def _image_service(ctx, label):
+    """A service for an image target listed in `images`, as its Service provider says."""
+    dep = ctx.dep(label)
+    if mb.Image not in dep:
+        raise ctx.error(f"{label} ({dep.kind}) is not a named image; set its `image` attribute")
+    service = dep.get(mb.Service) or mb.Service(label.name)
+    settings = {"container_name": service.container_name, "command": [], "ports": list(service.ports),
+                "environment": [], "env_file": "", "volumes": [], "depends_on": [], "healthcheck": {}}
+    return ComposeService(name=service.name, image=label, ref="", settings=settings,
+                          healthy=_has_healthcheck(dep[mb.Stage].state.image_config()))
+
+
+def _check_dependencies(ctx, services):
+    by_name = {s.name: s for s in services}
+    for s in services:
+        for name, condition in s.settings["depends_on"]:
+            if name not in by_name:
+                raise ctx.error(f"service {s.name} depends on {name!r}, which is not a service of this file "
+                                f"(services: {', '.join(sorted(by_name))})")
+            if condition == "service_healthy" and not by_name[name].healthy:
+                raise ctx.error(f"service {s.name} waits for {name} to be healthy, but {name} has no "
+                                f"healthcheck; give its compose_service a `healthcheck`")
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise ctx.error(f"depends_on cycle: {' -> '.join(path[path.index(name):] + [name])}")
+        state[name] = "visiting"
+        for dep, _ in by_name[name].settings["depends_on"]:
+            visit(dep, path + [name])
+        state[name] = "done"
+
+    for s in services:
+        visit(s.name, [])
+
+
 def _compose(ctx):
-    services = []
-    for label in ctx.attr("images"):
-        dep = ctx.dep(label)
-        if mb.Image not in dep:
-            raise ctx.error(f"{label} ({dep.kind}) is not a named image; set its `image` attribute")
-        service = dep.get(mb.Service) or mb.Service(label.name)
-        services.append({"name": service.name, "label": label, "container_name": service.container_name,
-                         "ports": list(service.ports)})
-    names = [s["name"] for s in services]
+    services = [_image_service(ctx, label) for label in ctx.attr("images")]
+    services += [ctx.dep(label)[ComposeService] for label in ctx.attr("services")]
+    if not services:
+        raise ctx.error("no services: list image targets in `images` or compose_service targets in `services`")
+    names = [s.name for s in services]
     if len(set(names)) != len(names):
         raise ctx.error(f"two images use the same service name: {sorted(names)}")
+    bad = [n for n in names if not _NAME.fullmatch(n)]
+    if bad:
+        raise ctx.error(f"service name {bad[0]!r}: use letters, digits, '_', '.' and '-'")
+    _check_dependencies(ctx, services)
     out = ctx.attr("out")
-    env_file = ctx.output_relpath(out, ctx.attr("env_file")) if ctx.attr("env_file") else None
+    default_env = ctx.attr("env_file")
+    rendered, volumes = [], set()
+    for s in services:
+        settings = dict(s.settings)
+        env_file = settings["env_file"] or default_env
+        settings["env_file"] = ctx.output_relpath(out, env_file) if env_file else None
+        mounts = []
+        for kind, source, target, mode in settings["volumes"]:
+            if kind == "named":
+                volumes.add(source)
+            elif kind == "workspace":
+                source = ctx.output_relpath(out, source)
+                source = source if source.startswith(".") else "./" + source
+            mounts.append(":".join(p for p in (source, target, mode) if p))
+        settings["volumes"] = mounts
+        rendered.append({"name": s.name, "label": s.image, "ref": s.ref, **settings})
     args = {
         "source": str(ctx.label),
         "project": ctx.attr("project") or ctx.workspace_name,
-        "env_file": env_file,
-        "services": services,
+        "services": rendered,
+        "volumes": sorted(volumes),
     }
-    return [mb.GeneratedFile(out, render_compose, args, tuple(ctx.attr("images")))]
+    images = tuple(s.image for s in services if s.image is not None)
+    return [mb.GeneratedFile(out, render_compose, args, images)]
 
 
 compose = mb.rule(
     implementation=_compose,
-    doc="Writes `<output>/<package>/<out>`: a compose file running the given images, pinned by digest.",
+    doc="Writes `<output>/<package>/<out>`: a compose file running the given images and services, each "
+        "pinned by digest.",
     attrs={
         "images": mb.attr.label_list("Image targets (with `image` set); each becomes a service as its "
-                                     "`service`, `container_name` and `publish` say.", mandatory=True),
+                                     "`service`, `container_name` and `publish` say."),
+        "services": mb.attr.label_list("`compose_service` targets: images built here or not (postgres, "
+                                       "redis…), with environment, env file, volumes, healthcheck and "
+                                       "`depends_on`.", providers=(ComposeService,)),
         "out": mb.attr.string("File name under the package's output folder.", default="docker-compose.yml"),
         "env_file": mb.attr.string("Workspace-relative env file every service reads if it exists "
-                                   "(`required: false`); never copied into an image.", default=".env"),
+                                   "(`required: false`), unless its compose_service names its own; never "
+                                   "copied into an image; empty: none.", default=".env"),
         "project": mb.attr.string("Compose project name; defaults to the workspace name."),
     },
 )
