@@ -106,8 +106,9 @@ def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetIn
         image=image,
         generated=generated,
         group=group,
-        sources=tuple(sorted(ctx._sources | set(files))),
-        bases=tuple(ctx._bases[k] for k in sorted(ctx._bases)),
+        sources=tuple(sorted(ctx._sources | set(files) | _dockerfile_sources(dockerfile))),
+        bases=tuple(ctx._bases[k] for k in sorted(ctx._bases)) +
+        (tuple(dockerfile.bases[k] for k in sorted(dockerfile.bases)) if dockerfile else ()),
         deps=tuple(sorted(deps)),
         attrs=ctx._target.attrs,
         rule=rule,
@@ -117,6 +118,13 @@ def collect(ctx: RuleContext, rule, returned: Any, deps: Mapping[Label, TargetIn
         dockerfile=dockerfile,
         ssh=tuple(sorted(ctx._ssh)),
     )
+
+
+def _dockerfile_sources(build: DockerfileBuild | None) -> set[str]:
+    """A `dockerfile` target's own inputs: the Dockerfile, its ignore file and the context's files."""
+    if build is None:
+        return set()
+    return {build.dockerfile, *([build.ignore_file] if build.ignore_file else []), *build.context_files}
 
 
 def _file_output(ctx: RuleContext, rule, gen: GeneratedFile, deps: Mapping[Label, TargetInfo],

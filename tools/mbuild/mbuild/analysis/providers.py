@@ -170,8 +170,10 @@ class DockerfileBuild(Provider):
     ignore_file: str | None
     target: str
     build_args: Mapping[str, str]
-    bases: Mapping[str, Any]
+    bases: Mapping[str, Any]  # FROM image ref -> BaseImage (named "FROM <ref>[ --platform=P]")
     context_files: tuple[str, ...]
+    base_platforms: Mapping[str, str] = field(default_factory=dict)  # ref -> "build" or a platform (FROM --platform)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

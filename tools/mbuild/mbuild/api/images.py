@@ -16,7 +16,8 @@ from ..loading.schema import Attr
 
 def image_attrs() -> dict[str, Attr]:
     """The shared image attributes: ``env``, ``cmd``, ``entrypoint``, ``ports``,
-    ``labels``, ``image``, ``service``, ``container_name`` and ``publish``."""
+    ``labels``, ``image``, ``push``, ``platforms``, ``service``,
+    ``container_name`` and ``publish``."""
     return {
         "env": Attr("string_dict", "Environment of the image, in order; values are literal.", default={}),
         "cmd": Attr("string_list", "Default command (exec form).", default=()),
@@ -25,10 +26,35 @@ def image_attrs() -> dict[str, Attr]:
         "labels": Attr("string_dict", "OCI labels of the image.", default={}),
         "image": Attr("string", "Name the image is loaded into the engine as; empty: not loaded, only "
                       "built (e.g. `ai-mono-python:latest`).", default=""),
+        "push": Attr("bool", "Push the image to the registry its name names (e.g. `registry.example.com/app:1`) "
+                     "on every build, as `mbuild build --push` does; credentials from the docker config.",
+                     default=False),
+        "platforms": platforms_attr(),
         "service": Attr("string", "Service name (e.g. in compose); defaults to the target name.", default=""),
         "container_name": Attr("string", "Container name when run as a service (compose `container_name`).",
                                default=""),
         "publish": Attr("string_list", "Port mappings when run as a service, e.g. `8000:8000`.", default=()),
+    }
+
+
+def platforms_attr() -> Attr:
+    """The ``platforms`` attribute every image rule has (the engine reads it)."""
+    return Attr("string_list", "Platforms to build for, e.g. `[\"linux/amd64\", \"linux/arm64\"]` (several give one "
+                "image index, in one solve); empty: the build's (`--platform`, else the host's). Steps for another "
+                "CPU run under emulation (qemu).", default=())
+
+
+def secret_attrs() -> dict[str, Attr]:
+    """The attributes ``ctx.secret_mounts()`` reads: ``secrets`` and ``ssh``."""
+    return {
+        "secrets": Attr("string_dict", "Build secrets the commands may read, id -> `env:NAME` or `file:PATH` "
+                        "(relative to the workspace root), each a file at `/run/secrets/<id>`; "
+                        "`--secret id=ID,src=…|env=…` overrides the source. Never in a layer, the cache or the "
+                        "output; a secret's value is not in the key (change the id or use --no-cache to re-run).",
+                        default={}),
+        "ssh": Attr("string_list", "SSH agents the commands may use, by id: `default` is $SSH_AUTH_SOCK, "
+                    "`--ssh ID=/path/to/agent.sock` gives another; the first is SSH_AUTH_SOCK in the steps.",
+                    default=()),
     }
 
 
@@ -55,7 +81,7 @@ def image_result(ctx: RuleContext, st, user: str = "") -> list[Provider]:
             normalize_image_ref(name)
         except ValueError as e:
             raise ctx.error(f"attribute 'image': {e}; use a name like my-app:latest") from None
-        providers.append(Image(name))
+        providers.append(Image(name, push=bool(ctx.attr("push"))))
         providers.append(Service(ctx.attr("service") or ctx.label.name, ctx.attr("container_name"),
                                  tuple(ctx.attr("publish"))))
     return providers

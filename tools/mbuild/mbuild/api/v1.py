@@ -70,7 +70,7 @@ from ..analysis.providers import BuiltImage, Files, GeneratedFile, Group, Image,
 from ..analysis.rule import RuleDecl, code_path
 from ..loading.labels import Label
 from ..loading.schema import IMPLICIT_ATTRS, Attr, Location
-from .images import image_attrs, image_result
+from .images import image_attrs, image_result, platforms_attr, secret_attrs
 
 VERSION = "v1"
 
@@ -79,7 +79,7 @@ __all__ = [
     "RuleContext", "Dep", "Label",
     "Provider", "provider", "Files", "Stage", "Image", "Service", "GeneratedFile", "Group", "BuiltImage",
     "State", "cache", "tmpfs", "bind", "scratch", "merge", "diff",
-    "image_attrs", "image_result",
+    "image_attrs", "image_result", "secret_attrs", "platforms_attr",
 ]
 
 
