@@ -57,16 +57,31 @@ def cli(ctx, debug: bool, directory: Path, buildkit: str | None, cache_dir: Path
               help="Upload results to the remote cache (CI); laptops read only by default.")
 @click.option("--affected", is_flag=True, help="Build only the targets of LABELS affected since --since.")
 @click.option("--since", metavar="REV", help="Git revision to compare with (for --affected).")
+@click.option("--push", is_flag=True, help="Push every image whose name names a registry (host[:port]/…), "
+              "with the docker config's credentials; a registry that has the digest gets nothing.")
+@click.option("--output", "-o", "outputs", multiple=True, metavar="type=oci|docker,dest=FILE",
+              help="Also write each image as a tarball (dest may hold {target}); images are loaded into the "
+                   "engine as always.")
+@click.option("--platform", "platforms", metavar="PLATFORMS",
+              help="Build for these platforms, e.g. linux/amd64,linux/arm64 (several: one image index), over "
+                   "every target's `platforms` attribute.")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH|env=VAR",
+              help="Where a build secret comes from, over the targets' `secrets` sources (buildx's syntax).")
+@click.option("--ssh", "ssh", multiple=True, metavar="default|ID=SOCKET",
+              help="An SSH agent for steps that use one (`default`: $SSH_AUTH_SOCK).")
 @click.pass_context
 def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, remote_url: str | None,
-          remote_upload: bool | None, affected: bool, since: str | None) -> None:
+          remote_upload: bool | None, affected: bool, since: str | None, push: bool, outputs, platforms,
+          secrets, ssh) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
     from .ui.progress import make_display
     from .workflow import affected as affected_labels
-    from .workflow import execute, load, resolve_labels
+    from .workflow import execute, load, parse_platforms, resolve_labels
 
     if affected != bool(since):
         raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
+    options = _build_options(ctx.obj["cwd"], push, outputs, secrets, ssh)
+    wanted_platforms = parse_platforms(platforms)
     loaded = load(ctx.obj["cwd"], list(labels), **ctx.obj["overrides"])
     if affected:
         targets = affected_labels(loaded, since, labels)
@@ -78,7 +93,8 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
     display = make_display(progress)
     try:
         outcomes, analysed, daemon = execute(loaded, targets, display, jobs, no_cache=no_cache,
-                                             remote_url=remote_url, remote_upload=remote_upload)
+                                             remote_url=remote_url, remote_upload=remote_upload,
+                                             options=options, platforms=wanted_platforms)
     finally:
         display.close()
     if as_json:
@@ -89,17 +105,41 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
             click.echo(_summary(o, o.cached), err=True)
     from .fastpath import eligible
 
-    if eligible(_ARGV) and not affected:
+    if eligible(_ARGV) and not affected and not any(o.pushed for o in outcomes):  # a push asks the registry
         from .workflow import write_noop_stamp
 
         write_noop_stamp(loaded, analysed, daemon, outcomes, _ARGV, [_summary(o, True) for o in outcomes])
+
+
+def _build_options(cwd: Path, push: bool, outputs, secrets, ssh):
+    """The build's --push, --output, --secret and --ssh, checked (a bad one is a usage error)."""
+    from buildkit.secrets import SecretError, SecretSource, parse_secret_specs
+    from buildkit.sshforward import SSHError, parse_ssh_specs
+
+    from .execution.build import BuildOptions
+    from .execution.image_outputs import parse_output
+
+    try:
+        sources = parse_secret_specs(secrets)
+        agents = parse_ssh_specs(ssh)
+    except (SecretError, SSHError) as e:
+        raise ConfigError(f"{'--secret' if isinstance(e, SecretError) else '--ssh'}: {e}") from None
+    # A relative src is the caller's, as for buildx: make it absolute here.
+    sources = {sid: SecretSource(sid, file=str(cwd / Path(src.file).expanduser()), env=None)
+               if src.file is not None else src for sid, src in sources.items()}
+    return BuildOptions(push=push, outputs=tuple(parse_output(o, cwd) for o in outputs), secrets=sources,
+                        ssh=agents)
 
 
 def _summary(o, cached: bool) -> str:
     what = o.image or ", ".join(o.files) or "built"
     state = "cached" if cached else f"{o.seconds:.1f}s"
     digest = f" {o.manifest_digest}" if o.manifest_digest else ""
-    return f"{o.label}: {what}{digest} ({state})"
+    extra = f" [{', '.join(o.platforms)}]" if len(o.platforms) > 1 else ""
+    if o.pushed:
+        extra += f", pushed {o.pushed.ref}" if o.pushed.uploaded else f", {o.pushed.ref} up to date"
+    extra += "".join(f", wrote {path}" for path in o.outputs)
+    return f"{o.label}: {what}{digest}{extra} ({state})"
 
 
 _ARGV: list[str] = []  # the command line as given, for the no-op stamp

@@ -55,12 +55,17 @@ def stamp_path(argv: list[str], cwd: str) -> str:
 
 
 def eligible(argv: list[str]) -> bool:
-    """Label builds only (no recursive patterns), without --no-cache or --affected."""
+    """Label builds only (no recursive patterns), without --no-cache or --affected,
+    and without options that do something beyond the engine's images (a
+    push, a tarball, an upload of local hits)."""
     args = [a for a in argv if a != "build"]
     labels = [a for a in args if a.startswith(("//", ":"))]
     if not labels or any(m in a for a in labels for m in _PATTERN_MARKS):
         return False
-    return not any(a in ("--no-cache", "--affected", "--debug", "-h", "--help") for a in args)
+    return not any(a.split("=", 1)[0] in _NOT_ELIGIBLE or a.startswith("-o") for a in args)
+
+
+_NOT_ELIGIBLE = ("--no-cache", "--affected", "--debug", "-h", "--help", "--push", "--output", "--remote-upload")
 
 
 def _facts(path: str) -> list[int] | None:

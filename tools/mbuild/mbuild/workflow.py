@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -107,9 +107,15 @@ def warn_unpinned(workspace: Workspace, names: set[str]) -> None:
 
 @dataclass(frozen=True)
 class Analysed:
-    infos: dict[Label, TargetInfo]
-    bases: dict[str, ResolvedBase]
-    platform: str  # what the LLB and the base images were made for; in every key
+    infos: dict[Label, TargetInfo]  # at the default platform
+    bases: dict[str, ResolvedBase]  # at the default platform
+    platform: str  # the default platform: the LLB and the base images of `infos` were made for it; in every key
+    # Every platform the build needs (the default included): its analysis, its
+    # resolved bases and the bases it could not resolve (name -> why).
+    variants: dict[str, dict[Label, TargetInfo]] = field(default_factory=dict)
+    variant_bases: dict[str, dict[str, ResolvedBase]] = field(default_factory=dict)
+    unresolved: dict[str, dict[str, str]] = field(default_factory=dict)
+    target_platforms: dict[Label, tuple[str, ...]] = field(default_factory=dict)  # what each target is built for
 
 
 def build_platform() -> str:
@@ -119,17 +125,80 @@ def build_platform() -> str:
     return str(host_platform())
 
 
-def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon) -> Analysed:
-    """Analyse ``labels``, their base images resolved by BuildKit (``daemon``)."""
-    from .execution.bases import resolve_bases
+def parse_platforms(text: str | None, where: str = "--platform") -> tuple[str, ...]:
+    """``linux/amd64,linux/arm64`` -> the normalised platforms, in order, once each."""
+    from buildkit.llb.platform import Platform
 
-    platform = build_platform()
+    out: dict[str, None] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            out[str(Platform.parse(item.strip()).normalized())] = None
+        except ValueError as e:
+            raise ConfigError(f"{where}: {item.strip()!r}: {e}; use os/arch[/variant], e.g. linux/arm64") from None
+    return tuple(out)
+
+
+def target_platforms(loaded: Loaded, labels: Sequence[Label], cli: Sequence[str], default: str
+                     ) -> dict[Label, tuple[str, ...]]:
+    """What each target of the closure is built for: ``--platform``, else its
+    ``platforms`` attribute, else the default platform."""
+    out = {}
+    for label in loaded.graph.topological_order(labels):
+        target = loaded.graph.targets[label]
+        decl = loaded.rules[target.kind].schema.all_attrs.get("platforms")
+        own: tuple[str, ...] = ()
+        if not cli and decl is not None and decl.type == "string_list" and target.attrs.get("platforms"):
+            own = parse_platforms(",".join(target.attrs["platforms"]),
+                                  f"{target.location}: {label}: attribute 'platforms'")
+        out[label] = tuple(cli) or own or (default,)
+    return out
+
+
+def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon, platforms: Sequence[str] = ()) -> Analysed:
+    """Analyse ``labels`` for every platform they are built for (``platforms``:
+    ``--platform``), base images resolved by BuildKit (``daemon``) for each."""
+    from .execution.bases import resolve_bases, try_resolve_bases
+
+    default = platforms[0] if platforms else build_platform()
+    wanted = target_platforms(loaded, labels, platforms, default)
+    every = [default, *sorted({p for ps in wanted.values() for p in ps} - {default})]
     names = needed_base_images(loaded.graph, labels, loaded.rules)
     known = sorted(n for n in names if n in loaded.workspace.images)  # unknown names fail at file:line in analysis
-    bases = resolve_bases(daemon.client(), [loaded.workspace.images[n] for n in known], platform) if known else {}
-    infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
+    images = [loaded.workspace.images[n] for n in known]
+    variants, variant_bases, unresolved = {}, {}, {}
+    for platform in every:
+        if platform == default:
+            bases, missing = (resolve_bases(daemon.client(), images, platform) if images else {}), {}
+        else:
+            bases, missing = try_resolve_bases(daemon.client(), images, platform)
+        infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
+        variants[platform], variant_bases[platform], unresolved[platform] = infos, dict(bases), dict(missing)
+    _resolve_dockerfile_bases(daemon, variants, variant_bases, unresolved, default)
     warn_unpinned(loaded.workspace, set(known))
-    return Analysed(infos, bases, platform)
+    return Analysed(variants[default], variant_bases[default], default, variants, variant_bases, unresolved,
+                    wanted)
+
+
+def _resolve_dockerfile_bases(daemon: Daemon, variants, variant_bases, unresolved, default: str) -> None:
+    """The images `dockerfile` targets' FROM lines name, resolved for each
+    platform (a FROM --platform for the one it names), into that platform's bases."""
+    from .execution.bases import try_resolve_bases
+
+    for platform, infos in variants.items():
+        wanted: dict[str, list] = {}
+        for info in infos.values():
+            build = info.dockerfile
+            for ref, base in (build.bases.items() if build is not None else ()):
+                at = build.base_platforms.get(ref, "")
+                at = platform if not at else default if at == "build" else at
+                wanted.setdefault(at, []).append(base)
+        for at, images in wanted.items():
+            unique = list({b.name: b for b in images}.values())
+            found, missing = try_resolve_bases(daemon.client(), unique, at)
+            variant_bases[platform].update(found)
+            unresolved[platform].update(missing)
 
 
 def engine_options(epoch: int) -> dict[str, str]:
@@ -139,15 +208,20 @@ def engine_options(epoch: int) -> dict[str, str]:
 
 
 def keys_for(loaded: Loaded, analysed: Analysed, store):
+    """Each target's job key (:func:`mbuild.execution.build.job_keys`): its
+    key for each platform it is built for, each carrying its platform."""
     from .cache.digests import StatCache
-    from .execution.build import compute_keys
+    from .execution.build import compute_keys, job_keys
 
     stat_cache = StatCache(store.stat_cache_path)
+    options = engine_options(source_date_epoch(loaded.workspace))
     try:
-        return compute_keys(loaded.workspace, analysed.infos, analysed.bases, stat_cache,
-                            engine_options(source_date_epoch(loaded.workspace)), analysed.platform)
+        per_platform = {p: compute_keys(loaded.workspace, infos, analysed.variant_bases.get(p, analysed.bases),
+                                        stat_cache, options, p)
+                        for p, infos in (analysed.variants or {analysed.platform: analysed.infos}).items()}
     finally:
         stat_cache.close()
+    return job_keys(per_platform, analysed.target_platforms, analysed.platform)
 
 
 def explicit_epoch(workspace: Workspace) -> int | None:
@@ -191,20 +265,26 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
 
 
 def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False,
-            remote_url: str | None = None, remote_upload: bool | None = None):
+            remote_url: str | None = None, remote_upload: bool | None = None, options=None,
+            platforms: Sequence[str] = ()):
+    """Build ``targets``: ``options`` (:class:`mbuild.execution.build.BuildOptions`)
+    are the push, tarball, secret and SSH options; ``platforms`` is ``--platform``."""
     from .cache.store import LocalStore
-    from .execution.build import Executor
+    from .execution.build import BuildOptions, Executor
 
     daemon = Daemon(loaded.workspace.buildkit)
     remote = None
     try:
-        analysed = analyse(loaded, targets, daemon)
+        analysed = analyse(loaded, targets, daemon, platforms)
         store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
         keys = keys_for(loaded, analysed, store)
         remote = open_remote(loaded.workspace, store, remote_url, remote_upload)
         executor = Executor(loaded.workspace, daemon, analysed.infos, keys,
                             store, analysed.bases, on_event, jobs, epoch=source_date_epoch(loaded.workspace),
-                            no_cache=no_cache, remote=remote)
+                            no_cache=no_cache, remote=remote, options=options or BuildOptions(),
+                            platform=analysed.platform, variants=analysed.variants,
+                            platform_bases=analysed.variant_bases, unresolved=analysed.unresolved,
+                            target_platforms=analysed.target_platforms)
         outcomes = executor.run(targets)
     finally:
         if remote is not None:

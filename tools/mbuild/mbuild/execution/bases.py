@@ -30,6 +30,10 @@ from ..loading.workspace import BaseImage
 
 def _missing(image: BaseImage, address: object, why: str) -> BuildFailure:
     where = f"{image.ref}@{image.digest}" if image.digest else image.ref
+    if image.name.startswith("FROM "):  # a Dockerfile's FROM image (a `dockerfile` target)
+        return BuildFailure(f"image {where} (a FROM line of a Dockerfile) is not in BuildKit at {address} or a "
+                            f"registry it can reach ({_first_line(why)}); load it into the engine (docker load "
+                            f"or docker import)")
     advice = ("load that image into the engine (docker load), or run `mbuild lock` to pin the digest the "
               "engine has" if image.digest else
               "load it into the engine (docker load or docker import), or run `mbuild lock` against a "
@@ -48,17 +52,31 @@ def _base(image: BaseImage, found: ResolvedImage, digest: str) -> ResolvedBase:
 
 
 def resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None) -> dict[str, ResolvedBase]:
-    """name -> digest, config and layers, for each base image, as BuildKit resolves them.
+    """name -> digest, config and layers, for each base image, as BuildKit resolves them
+    for ``platform`` (a multi-platform image gives that platform's config and layers).
 
     ``client`` is a connected :class:`buildkit.Client`. One gateway session
     resolves them all (plus one more for pins the engine's tag does not match).
+    Raises :class:`BuildFailure` for the first image BuildKit cannot find.
     """
     images = list(images)
+    found, missing = try_resolve_bases(client, images, platform)
+    for image in images:
+        if image.name in missing:
+            raise _missing(image, client.address, missing[image.name])
+    return found
+
+
+def try_resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None
+                      ) -> tuple[dict[str, ResolvedBase], dict[str, str]]:
+    """:func:`resolve_bases` that does not raise: (resolved by name, why each other one was not)."""
+    images = list(images)
     if not images:
-        return {}
+        return {}, {}
     names = [normalize_image_ref(i.ref.split("@", 1)[0]) for i in images]
     answers = client.resolve_images([(n, platform) for n in names])
     out: dict[str, ResolvedBase] = {}
+    missing: dict[str, str] = {}
     by_digest: list[BaseImage] = []
     for image, found in zip(images, answers):
         if isinstance(found, ResolvedImage) and (not image.digest or found.digest == image.digest):
@@ -66,14 +84,15 @@ def resolve_bases(client, images: Iterable[BaseImage], platform: str | None = No
         elif image.digest:
             by_digest.append(image)
         else:
-            raise _missing(image, client.address, str(found))
+            missing[image.name] = _first_line(str(found))
     if by_digest:
         pinned = [normalize_image_ref(f"{i.ref.split('@', 1)[0]}@{i.digest}") for i in by_digest]
         for image, found in zip(by_digest, client.resolve_images([(p, platform) for p in pinned])):
-            if not isinstance(found, ResolvedImage):
-                raise _missing(image, client.address, str(found))
-            out[image.name] = _base(image, found, image.digest)
-    return out
+            if isinstance(found, ResolvedImage):
+                out[image.name] = _base(image, found, image.digest)
+            else:
+                missing[image.name] = _first_line(str(found))
+    return out, missing
 
 
 def lock_digests(client, images: Sequence[BaseImage], mirrors: Mapping[str, Sequence[str]] | None = None,

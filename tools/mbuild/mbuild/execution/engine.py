@@ -14,8 +14,10 @@ then :func:`engine_for` returns None and images are exported, not loaded.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import re
 import threading
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -89,10 +91,61 @@ class Engine:
         return found.get("Id") if found else None
 
     def tag(self, source: str, name: str) -> None:
-        repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
+        repo, tag = _split_tag(name)
         status, data = self._request("POST", f"/images/{quote(source, safe='')}/tag?repo={quote(repo)}&tag={quote(tag)}")
         if status not in (200, 201):
             raise EngineError(f"tagging {source} as {name}: HTTP {status}: {data[:200]!r}")
+
+    def push(self, name: str, auth: str = "") -> str:
+        """``docker push`` of ``name`` (with its tag) as the engine stores it;
+        ``auth`` is the ``X-Registry-Auth`` value (:func:`registry_auth`).
+        Returns the digest the registry got; EngineError with the engine's
+        message if the push failed."""
+        repo, tag = _split_tag(name)
+        headers = {"X-Registry-Auth": auth or _ANONYMOUS}
+        conn = _Connection(self.host, max(self.timeout, 600.0))
+        try:
+            conn.request("POST", f"/images/{quote(repo, safe='')}/push?tag={quote(tag)}", headers=headers)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise EngineError(f"pushing {name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+            digest = ""
+            for line in resp:  # one JSON message a line: progress, then the pushed digest or an error
+                if not line.strip():
+                    continue
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("error"):
+                    raise EngineError(f"pushing {name}: {msg['error']}")
+                # The classic store says it in "aux"; the containerd store only in the last status line.
+                found = _PUSHED.search(msg.get("status") or "")
+                digest = (msg.get("aux") or {}).get("Digest") or (found.group(1) if found else digest)
+        except OSError as e:
+            raise EngineError(f"Docker engine at {self.host}: pushing {name}: {e}") from None
+        finally:
+            conn.close()
+        if not digest:
+            raise EngineError(f"pushing {name}: the engine did not say which digest it pushed")
+        return digest
+
+    def save(self, name: str, out: BinaryIO) -> None:
+        """``docker save`` of ``name`` into ``out`` (with the containerd image
+        store: an OCI layout holding the image's own manifest, or index, and
+        a ``manifest.json`` for ``docker load``)."""
+        conn = _Connection(self.host, max(self.timeout, 600.0))
+        try:
+            conn.request("GET", f"/images/get?names={quote(name, safe='')}")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise EngineError(f"saving {name}: HTTP {resp.status}: {resp.read()[:300]!r}")
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        except OSError as e:
+            raise EngineError(f"Docker engine at {self.host}: saving {name}: {e}") from None
+        finally:
+            conn.close()
 
     def load(self, tarball: BinaryIO, size: int) -> str:
         """``docker load`` of a docker or OCI archive; returns the engine's answer."""
@@ -101,6 +154,27 @@ class Engine:
         if status != 200:
             raise EngineError(f"loading image: HTTP {status}: {data[:300]!r}")
         return data.decode("utf-8", "replace")
+
+
+_PUSHED = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+# An empty credential set: the engine then pushes anonymously.
+_ANONYMOUS = base64.urlsafe_b64encode(b"{}").decode()
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    """``repo:tag`` -> (repo, tag), ``latest`` when the name has none."""
+    if ":" in name.rsplit("/", 1)[-1]:
+        repo, _, tag = name.rpartition(":")
+        return repo, tag
+    return name, "latest"
+
+
+def registry_auth(username: str, secret: str, server: str) -> str:
+    """The ``X-Registry-Auth`` header for a push: credentials as the docker
+    CLI sends them (an identity token when there is no user name)."""
+    doc = {"username": username, "password": secret, "serveraddress": server} if username else \
+        {"identitytoken": secret, "serveraddress": server}
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
 
 
 def engine_for(address) -> Engine | None:

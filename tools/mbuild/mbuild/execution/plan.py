@@ -45,7 +45,8 @@ def expand_groups(labels: Iterable[Label], infos: Mapping[Label, TargetInfo]) ->
     return out
 
 
-def _stage_closure(label: Label, infos: Mapping[Label, TargetInfo]) -> set[Label]:
+def stage_closure(label: Label, infos: Mapping[Label, TargetInfo]) -> set[Label]:
+    """The targets with a Stage that ``label``'s LLB builds on, transitively."""
     seen: set[Label] = set()
     todo = [label]
     while todo:
@@ -70,7 +71,7 @@ def plan(requested: Iterable[Label], infos: Mapping[Label, TargetInfo]) -> list[
     covered: set[Label] = set()
     for label in targets:
         if infos[label].image is not None:
-            covered |= _stage_closure(label, infos)
+            covered |= stage_closure(label, infos)
     jobs = []
     for label in sorted(set(targets)):
         info = infos[label]

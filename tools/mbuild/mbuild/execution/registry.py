@@ -32,7 +32,7 @@ def _base_url(host: str) -> str:
     return f"{'http' if plain else 'https'}://{host}"
 
 
-def _bearer_token(challenge: str, repo: str, timeout: float) -> str | None:
+def _bearer_token(challenge: str, repo: str, timeout: float, basic: str | None = None) -> str | None:
     params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
     realm = params.get("realm")
     if not challenge.lower().startswith("bearer") or not realm:
@@ -40,14 +40,28 @@ def _bearer_token(challenge: str, repo: str, timeout: float) -> str | None:
     query = {"scope": f"repository:{repo}:pull"}
     if "service" in params:
         query["service"] = params["service"]
-    with urllib.request.urlopen(f"{realm}?{urllib.parse.urlencode(query)}", timeout=timeout) as resp:
+    req = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}",
+                                 headers={"Authorization": basic} if basic else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         doc = json.load(resp)
     return doc.get("token") or doc.get("access_token")
 
 
-def _head_digest(base: str, repo: str, tag: str, timeout: float) -> str:
+def _basic(credentials: tuple[str, str] | None) -> str | None:
+    if not credentials or not credentials[1]:
+        return None
+    import base64
+
+    return "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+
+
+def _head_digest(base: str, repo: str, tag: str, timeout: float,
+                 credentials: tuple[str, str] | None = None) -> str:
+    """The ``Docker-Content-Digest`` of ``repo:tag``; LookupError if the registry
+    does not answer with one (``code`` 404 when it does not have it)."""
     url = f"{base}/v2/{repo}/manifests/{tag}"
     headers = {"Accept": ACCEPT}
+    basic = _basic(credentials)
     for attempt in range(2):
         req = urllib.request.Request(url, method="HEAD", headers=headers)
         try:
@@ -59,12 +73,40 @@ def _head_digest(base: str, repo: str, tag: str, timeout: float) -> str:
         except urllib.error.HTTPError as e:
             challenge = e.headers.get("WWW-Authenticate", "")
             if e.code == 401 and attempt == 0 and challenge:
-                token = _bearer_token(challenge, repo, timeout)
+                if challenge.lower().startswith("basic") and basic:
+                    headers["Authorization"] = basic
+                    continue
+                token = _bearer_token(challenge, repo, timeout, basic)
                 if token:
                     headers["Authorization"] = f"Bearer {token}"
                     continue
-            raise LookupError(f"{url}: HTTP {e.code}") from None
-    raise LookupError(f"{url}: not authorised")
+            raise RegistryAnswer(f"{url}: HTTP {e.code}", e.code) from None
+    raise RegistryAnswer(f"{url}: not authorised", 401)
+
+
+class RegistryAnswer(LookupError):
+    """A registry answered, without the digest: ``code`` is its HTTP status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def registry_base(domain: str) -> str:
+    """The registry API's base URL for a registry host (plain HTTP for local ones, as the engine does)."""
+    return _base_url(domain)
+
+
+def pushed_digest(ref: str, credentials: tuple[str, str] | None, timeout: float = 10.0) -> str | None:
+    """The digest the registry's tag ``ref`` points at now, or None when it
+    has no such tag (or cannot be asked: then a push decides)."""
+    from buildkit.llb import parse_image_ref
+
+    parsed = parse_image_ref(ref)
+    try:
+        return _head_digest(_base_url(parsed.domain), parsed.path, parsed.tag or "latest", timeout, credentials)
+    except (LookupError, OSError, ValueError):
+        return None
 
 
 def resolve_tag(ref: str, mirrors: Mapping[str, Sequence[str]] = {}, timeout: float = 10.0) -> str:

@@ -85,25 +85,58 @@ class RemoteActions:
         """Upload a record's blobs and files, then the result naming them."""
         if not self.upload:
             return
-        from ..cache.remote import ActionResult, BlobRef
+        self.publish_hits([record])
 
-        outputs: list[tuple[str, BlobRef]] = []
-        for blob in record.blobs:
-            hexd = blob["digest"].split(":", 1)[1]
-            outputs.append((f"{BLOB_PREFIX}{hexd}", BlobRef(hexd, int(blob["size"]))))
-        for path, hexd in sorted(record.files.items()):
-            outputs.append((path, BlobRef(hexd, self.store.blob_path(hexd).stat().st_size)))
-        record_bytes = canonical(record.to_json())
-        record_ref = BlobRef.of_bytes(record_bytes)
-        missing = self.remote.find_missing([ref for _, ref in outputs] + [record_ref])
-        self.remote.put_blobs([(ref, self.store.blob_path(ref.hash)) for _, ref in outputs if ref in missing])
-        if record_ref in missing:
-            self.remote.put_blob(record_ref, record_bytes)
-        result = ActionResult()
-        for path, ref in [(RECORD_PATH, record_ref), *outputs]:
-            f = result.output_files.add(path=path)
-            f.digest.hash, f.digest.size_bytes = ref.hash, ref.size
-        self.remote.put_action_result(record.key, result)
+    def publish_hits(self, records: Sequence[ActionRecord]) -> int:
+        """Upload every record of ``records`` the remote lacks, with one
+        FindMissing for them all; returns how many were uploaded.
+
+        Whether the remote has a result is told by its *published marker*,
+        a tiny CAS blob naming the key (:func:`published_marker`), written
+        after the action result: a record whose marker the remote holds is
+        left alone, so a build answered from the local cache costs the
+        remote one FindMissing, not a lookup per target. The FindMissing
+        asks for the markers and every blob and file of the records, so
+        nothing is uploaded twice. (A remote that evicts an action result
+        but keeps its marker is not refilled: the next solve of that key
+        uploads it again.)"""
+        if not self.upload or not records:
+            return 0
+        from ..cache.remote import BlobRef
+
+        plans = []
+        wanted: dict[BlobRef, None] = {}
+        for record in records:
+            if record.blobs and not has_blobs(self.store, list(record.blobs)):
+                continue  # its blobs are gone from the store: nothing to upload it with
+            outputs: list[tuple[str, BlobRef]] = []
+            for blob in record.blobs:
+                hexd = blob["digest"].split(":", 1)[1]
+                outputs.append((f"{BLOB_PREFIX}{hexd}", BlobRef(hexd, int(blob["size"]))))
+            for path, hexd in sorted(record.files.items()):
+                outputs.append((path, BlobRef(hexd, self.store.blob_path(hexd).stat().st_size)))
+            record_bytes = canonical(record.to_json())
+            marker = published_marker(record.key)
+            plans.append((record, outputs, record_bytes, BlobRef.of_bytes(record_bytes), marker))
+            for ref in [*(r for _, r in outputs), BlobRef.of_bytes(record_bytes), BlobRef.of_bytes(marker)]:
+                wanted[ref] = None
+        missing = self.remote.find_missing(list(wanted))
+        sent: set = set()
+        uploaded = 0
+        for record, outputs, record_bytes, record_ref, marker in plans:
+            if BlobRef.of_bytes(marker) not in missing:
+                continue
+            blobs = [ref for _, ref in outputs if ref in missing and ref not in sent]
+            self.remote.put_blobs([(ref, self.store.blob_path(ref.hash)) for ref in blobs])
+            sent.update(blobs)
+            if record_ref in missing:
+                self.remote.put_blob(record_ref, record_bytes)
+            self.remote.put_action_result(record.key, _action_result([(RECORD_PATH, record_ref), *outputs]))
+            if getattr(self.remote, "read_only", False) or not getattr(self.remote, "enabled", True):
+                break  # the result was not taken: no marker, and nothing more to try this run
+            self.remote.put_blob(BlobRef.of_bytes(marker), marker)
+            uploaded += 1
+        return uploaded
 
     # ------------------------------------------------------------------ fetch
 
@@ -248,6 +281,22 @@ class _Staging:
                 dest = self.store.blob_path(sha)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged, dest)
+
+
+def published_marker(key: str) -> bytes:
+    """The CAS blob that says the remote holds the action result of ``key``
+    (uploaded after it): one FindMissing asks about a whole build's."""
+    return canonical({"mbuild-published": key})
+
+
+def _action_result(outputs):
+    from ..cache.remote import ActionResult
+
+    result = ActionResult()
+    for path, ref in outputs:
+        f = result.output_files.add(path=path)
+        f.digest.hash, f.digest.size_bytes = ref.hash, ref.size
+    return result
 
 
 # ---------------------------------------------------------------------- checks

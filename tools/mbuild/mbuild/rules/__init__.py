@@ -1,8 +1,9 @@
 """mbuild's built-in rules: the generic ones every workspace has.
 
-``filegroup`` and ``group`` (:mod:`.files`) and ``container_image``
+``filegroup`` and ``group`` (:mod:`.files`), ``container_image``
 (:mod:`.container`), written against the public rule API like any
-workspace's rules. Language and deployment rules are workspace code (the
+workspace's rules, and ``dockerfile`` (:mod:`.dockerfile`), a request to
+BuildKit's Dockerfile frontend that the engine runs. Language and deployment rules are workspace code (the
 workspace's ``rules/``, listed in WORKSPACE.toml ``rules``).
 """
 
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from ..analysis.registry import RuleRegistry, public_rules
 from ..analysis.rule import code_path
-from . import container, files
+from . import container, dockerfile, files
 
-_MODULES = (files, container)
+_MODULES = (files, container, dockerfile)
 
 
 def builtin_registry() -> RuleRegistry:
