@@ -134,6 +134,8 @@ def parse_platforms(text: str | None, where: str = "--platform") -> tuple[str, .
         if not item.strip():
             continue
         try:
+            if "/" not in item:
+                raise ValueError("not os/arch")
             out[str(Platform.parse(item.strip()).normalized())] = None
         except ValueError as e:
             raise ConfigError(f"{where}: {item.strip()!r}: {e}; use os/arch[/variant], e.g. linux/arm64") from None
@@ -319,7 +321,9 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
     engine = daemon.engine
     if engine is None or engine.host.scheme != "unix":
         return  # the fast path checks images over a unix socket only
-    refs = [loaded.workspace.images[name].pinned_ref for name in analysed.bases]
+    # WORKSPACE.toml images by their pinned ref; a Dockerfile's FROM image ("FROM <ref>[ --platform=P]") by its ref.
+    refs = [loaded.workspace.images[name].pinned_ref if name in loaded.workspace.images
+            else name.removeprefix("FROM ").split(" --platform=", 1)[0] for name in analysed.bases]
     ids = fastpath.engine_image_ids(refs, engine.host.path)
     if None in ids:
         return
