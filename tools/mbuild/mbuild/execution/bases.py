@@ -51,6 +51,20 @@ def _base(image: BaseImage, found: ResolvedImage, digest: str) -> ResolvedBase:
     return ResolvedBase(image.name, digest, dict(found.container_config), found.diff_ids)
 
 
+def _other_platform(found, platform: str | None) -> str | None:
+    """The platform a resolved single-platform image is for, when it is not
+    ``platform`` (BuildKit hands it out for any platform asked; its steps
+    would run, emulated, as the wrong CPU)."""
+    if platform is None or not isinstance(found, ResolvedImage):
+        return None
+    want_os, _, rest = platform.partition("/")
+    want_arch = rest.split("/", 1)[0]
+    os_, arch = found.config.get("os"), found.config.get("architecture")
+    if os_ and arch and (os_, arch) != (want_os, want_arch):
+        return f"{os_}/{arch}"
+    return None
+
+
 def resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None) -> dict[str, ResolvedBase]:
     """name -> digest, config and layers, for each base image, as BuildKit resolves them
     for ``platform`` (a multi-platform image gives that platform's config and layers).
@@ -79,7 +93,10 @@ def try_resolve_bases(client, images: Iterable[BaseImage], platform: str | None 
     missing: dict[str, str] = {}
     by_digest: list[BaseImage] = []
     for image, found in zip(images, answers):
-        if isinstance(found, ResolvedImage) and (not image.digest or found.digest == image.digest):
+        other = _other_platform(found, platform)
+        if other:
+            missing[image.name] = f"it is an image for {other} only"
+        elif isinstance(found, ResolvedImage) and (not image.digest or found.digest == image.digest):
             out[image.name] = _base(image, found, found.digest)
         elif image.digest:
             by_digest.append(image)
