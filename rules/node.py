@@ -24,8 +24,11 @@ def _pnpm_install(ctx):
     )
     st = st.run(
         # Downloads through proxies do reset now and then: try three times.
-        ["/bin/sh", "-c", f"corepack enable && for i in 1 2 3; do corepack prepare {spec} --activate && exit 0; "
-                          "sleep 2; done; exit 1"],
+        # Each attempt is marked on the stream it writes to, so a failed one
+        # is one line of the build's output and its trace stays in the build
+        # log (mbuild/ui/progress.py).
+        ["/bin/sh", "-c", f"corepack enable && for i in 1 2 3; do echo \"mbuild: attempt $i of 3\"; "
+                          f"corepack prepare {spec} --activate && exit 0; sleep 2; done >&2; exit 1"],
         **ctx.fetching(),
         name=f"[{ctx.label}] corepack: pnpm {version}",
     ).root()
