@@ -24,6 +24,7 @@ from ..analysis.context import CA_SECRET_ID, WORKSPACE_LOCAL
 from ..analysis.providers import BuiltImage, ResolvedBase, TargetInfo
 from buildkit import exporters
 from ..cache.digests import StatCache
+from ..loading.sources import SourceError
 from ..errors import BuildFailure, ConfigError
 from ..cache.keys import KeyInputs, key_inputs
 from ..cache.oci import has_blobs, ingest_archive
@@ -91,11 +92,12 @@ def compute_keys(workspace: Workspace, infos: Mapping[Label, TargetInfo], bases:
     sources = sorted({path for info in infos.values() for path in info.sources})
     try:
         files = stat_cache.digest_files(workspace.root, sources)
-    except FileNotFoundError as e:
-        rel = e.filename  # workspace-relative (digest_files says which)
+    except (FileNotFoundError, SourceError) as e:
+        rel = e.path if isinstance(e, SourceError) else e.filename  # workspace-relative (digest_files says which)
+        why = e.reason if isinstance(e, SourceError) else "does not exist; create it or fix the target's srcs"
         owner = next((i for i in infos.values() if rel in i.sources), None)
         where = f"{owner.location}: {owner.label}: " if owner and owner.location else ""
-        raise ConfigError(f"{where}source file {rel} does not exist; create it or fix the target's srcs") from None
+        raise ConfigError(f"{where}source file {rel} {why}") from None
     base_digests = {name: b.digest for name, b in bases.items()}
     out: dict[Label, KeyInputs] = {}
     for label, info in infos.items():
@@ -351,6 +353,8 @@ class Executor:
         # Imported here: gRPC is only needed when something is built, and a
         # no-op build must not pay for importing it.
         from buildkit.client import SolveRequest
+        from buildkit.secrets import SecretError
+        from buildkit.sshforward import SSHError
 
         variant = self._variant(label, platforms[0])
         exports = []
@@ -393,6 +397,9 @@ class Executor:
 
             states = {p: self._variant(label, p).stage for p in platforms}
             return self.client().build(platform_build(states), SolveRequest(**common), on_event=sink)
+        except (SecretError, SSHError) as e:  # a source that cannot be read now: say which target wants it
+            raise ConfigError(f"{info.location}: {label}: {e}; set it, or give --secret id=… / --ssh id=… "
+                              f"on the command line") from None
         except BaseException as e:
             raise redactor.error(e) if redactor else e
 
