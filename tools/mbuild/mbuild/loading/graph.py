@@ -278,19 +278,30 @@ def load_graph(
     """
     root = Path(root).resolve()
     skip = tuple(skip_dirs)
-    loader = loader or BuildFileLoader(root, schemas, skip)
     if patterns is None:
         wanted = discover_packages(root, "", skip)
     else:
         wanted = packages_for_patterns(root, patterns, current_package, skip)
-    loaded: dict[str, Package] = {}
+    own = loader is None
+    loader = loader or BuildFileLoader(root, schemas, skip)
+    try:
+        return TargetGraph(_load_closure(root, loader, wanted), root)
+    finally:
+        if own:
+            loader.close()
+
+
+def _load_closure(root: Path, loader: BuildFileLoader, wanted: Sequence[str]) -> list[Package]:
+    """The packages ``wanted`` and those their targets depend on, in
+    breadth-first order (each one sent for evaluation as soon as it is known)."""
+    loaded: list[Package] = []
     queue = deque(wanted)
     queued = set(wanted)
     missing: set[str] = set()
+    loader.prefetch(wanted)
     while queue:
-        name = queue.popleft()
-        package = loader.load_package(name)
-        loaded[name] = package
+        package = loader.load_package(queue.popleft())
+        loaded.append(package)
         for target in package.targets.values():
             for dep in target.deps:
                 if dep.package in queued or dep.package in missing:
@@ -300,4 +311,5 @@ def load_graph(
                 else:
                     queued.add(dep.package)
                     queue.append(dep.package)
-    return TargetGraph(loaded.values(), root)
+                    loader.prefetch([dep.package])
+    return loaded
