@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from ..loading.sources import SourceChecker
+
 RACY_MARGIN_NS = 2_000_000_000  # mtime granularity on the coarsest filesystems
 _CHUNK = 1 << 20
 _FACTS = struct.Struct("<qqqQq")  # size, mtime ns, ctime ns, inode (unsigned: may use all 64 bits), mode
@@ -97,7 +99,10 @@ class StatCache:
     def digest_files(self, root: Path, relpaths: Iterable[str]) -> dict[str, FileDigest]:
         """Digest each workspace-relative path (files or symlinks).
 
-        A missing file raises FileNotFoundError naming its relative path.
+        A missing file raises FileNotFoundError naming its relative path; a
+        path that is not a source file (``..``, under a symlinked folder, a
+        directory, excluded by .dockerignore: :mod:`mbuild.loading.sources`)
+        raises SourceError, before anything of it is read.
         """
         base = f"{root}/"
         relpaths = list(relpaths)
@@ -105,13 +110,17 @@ class StatCache:
         aged = time.time_ns() - RACY_MARGIN_NS  # files modified before this may be recorded
         out: dict[str, FileDigest] = {}
         lstat, pack, islink, get = os.lstat, _FACTS.pack, statmod.S_ISLNK, known.get
+        checker = SourceChecker(root)
+        check_path, check = checker.check_path, checker.check
         for rel in relpaths:
+            check_path(rel)
             path = base + rel
             try:
                 st = lstat(path)
             except FileNotFoundError:
                 raise FileNotFoundError(2, "no such source file", rel) from None
             mode = st.st_mode
+            check(rel, mode)
             if islink(mode):
                 target = os.readlink(path)
                 out[rel] = FileDigest(rel, hashlib.sha256(target.encode()).hexdigest(), len(target), False, True)

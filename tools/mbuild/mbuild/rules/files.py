@@ -11,8 +11,15 @@ from mbuild.api import v1 as mb
 def _filegroup(ctx):
     package = ctx.package
     prefix = f"{package}/" if package else ""
-    # Existence is checked when the files are digested (every build does),
-    # which names this target's BUILD line; a glob lists only what exists.
+    for src in ctx.attr("srcs"):
+        parts = src.split("/")
+        if src.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ctx.error(f"srcs: {src!r} is not a path inside package //{package} (no '..', no leading '/', "
+                            f"no empty or '.' segments); name another package's files by a filegroup label "
+                            f"in deps")
+    # Everything else (the file exists, is not a directory, is not under a
+    # symlinked folder, is not excluded by .dockerignore) is checked when the
+    # files are digested, before anything is read; a glob lists only such files.
     paths = [prefix + src for src in ctx.attr("srcs")]
     paths.extend(ctx.files(ctx.attr("deps")))
     if not paths:
