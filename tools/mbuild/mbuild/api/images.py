@@ -40,8 +40,9 @@ def image_attrs() -> dict[str, Attr]:
 def platforms_attr() -> Attr:
     """The ``platforms`` attribute every image rule has (the engine reads it)."""
     return Attr("string_list", "Platforms to build for, e.g. `[\"linux/amd64\", \"linux/arm64\"]` (several give one "
-                "image index, in one solve); empty: the build's (`--platform`, else the host's). Steps for another "
-                "CPU run under emulation (qemu).", default=())
+                "image index, in one solve, cached locally; the remote cache holds single-platform results); empty: "
+                "the build's (`--platform`, else the host's). Steps for another CPU run under emulation (qemu).",
+                default=())
 
 
 def secret_attrs() -> dict[str, Attr]:

@@ -213,7 +213,11 @@ dockerfile = mb.rule(
                                   default="."),
         "target": mb.attr.string("The stage to build (`--target`); empty: the last."),
         "build_args": mb.attr.string_dict("`ARG` values (`--build-arg`); part of the key."),
-        **mb.secret_attrs(),
+        "secrets": mb.attr.string_dict("Build secrets for the Dockerfile's `RUN --mount=type=secret,id=ID` "
+                                       "lines: id -> `env:NAME` or `file:PATH` (relative to the workspace root); "
+                                       "`--secret` overrides the source. Their values are not in the key."),
+        "ssh": mb.attr.string_list("SSH agents for `RUN --mount=type=ssh` lines, by id (`default`: "
+                                   "$SSH_AUTH_SOCK; `--ssh ID=SOCKET` gives another)."),
         **{k: v for k, v in mb.image_attrs().items() if k in _IMAGE_ATTRS},
     },
 )
