@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from mbuild.errors import ConfigError, at
+from mbuild.loading.starlark_text import too_deep
 
 __all__ = [
     "WORKSPACE_FILE",
@@ -321,6 +322,7 @@ _TOP_KEYS = ("name", "buildkit", "output_dir", "ca_bundle", "source_date_epoch",
 _CACHE_KEYS = ("dir", "max_size", "remote", "remote_upload", "remote_instance", "remote_headers",
                "remote_timeout", "remote_min_rate", "buildkit")
 MAX_REMOTE_TIMEOUT = 3600
+MAX_NESTING = 100  # of arrays and inline tables (tomllib recurses once per level)
 _BUILDKIT_CACHE_TYPES = ("registry", "inline", "local")
 
 
@@ -331,6 +333,12 @@ def parse_workspace(text: str, root: Path) -> Workspace:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _toml_error(err) from None
+    except RecursionError:  # tomllib recurses once per nesting level
+        deep = too_deep(text, MAX_NESTING, toml=True)
+        raise ConfigError(at(WORKSPACE_FILE, deep.line if deep else None,
+                             f"a value nested more than {MAX_NESTING} deep"
+                             + (f" (column {deep.column})" if deep else "")
+                             + "; WORKSPACE.toml settings are flat tables, strings and arrays")) from None
     r = _Reader(text, root)
     r.check_keys((), data, _TOP_KEYS)
 
@@ -338,6 +346,7 @@ def parse_workspace(text: str, root: Path) -> Workspace:
     buildkit = r.get((), data, "buildkit", str, 'a BuildKit address like "docker://"', DEFAULT_BUILDKIT)
     if "://" not in buildkit:
         raise r.fail((), "buildkit", f"'buildkit' must be an address like \"docker://\" or \"unix:///run/buildkit/buildkitd.sock\", got {buildkit!r}")
+    _check_buildkit_address(r, buildkit)
     output_dir = r.get((), data, "output_dir", str, "a path string", DEFAULT_OUTPUT_DIR)
     if not output_dir:
         raise r.fail((), "output_dir", "'output_dir' must not be empty")
@@ -384,12 +393,26 @@ def _parse_rules(r: _Reader, data: Mapping[str, Any]) -> tuple[RuleModule, ...]:
     return tuple(out)
 
 
+def _check_buildkit_address(r: _Reader, address: str) -> None:
+    """A ``buildkit`` address BuildKit's client can parse (the environment
+    it may read, DOCKER_HOST and the docker context, is read when connecting)."""
+    from buildkit.address import parse_address
+    from buildkit.errors import InvalidAddress
+
+    try:
+        parse_address(address, environ={})
+    except InvalidAddress as err:
+        raise r.fail((), "buildkit", f"{err}") from None
+
+
 def _toml_string(text: str) -> str:
     """``text`` as a TOML basic string (the way it is written in the file)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _parse_images(r: _Reader, images: Mapping[str, Any]) -> dict[str, BaseImage]:
+    from buildkit.llb.reference import normalize_image_ref
+
     result: dict[str, BaseImage] = {}
     for name in sorted(images):
         table = ("images", name)
@@ -402,6 +425,11 @@ def _parse_images(r: _Reader, images: Mapping[str, Any]) -> dict[str, BaseImage]
             raise r.fail(table, None, f'[images.{name}] needs ref = "<image reference>", e.g. ref = "python:3.11-slim"')
         if "@" in ref:
             raise r.fail(table, "ref", f"images.{name}.ref must not contain '@digest'; put the digest in digest = \"sha256:...\"")
+        try:
+            normalize_image_ref(ref)
+        except ValueError as err:
+            raise r.fail(table, "ref", f"images.{name}.ref: {err}; use a reference like \"python:3.11-slim\" or "
+                                       f"\"registry.example.com/team/app:1.2\"") from None
         digest = r.get(table, entry, "digest", str, 'a digest string "sha256:<64 hex>"')
         if digest is not None and not _DIGEST_RE.fullmatch(digest):
             raise r.fail(table, "digest", f"images.{name}.digest must look like \"sha256:<64 lowercase hex>\", got {digest!r}; run `mbuild lock` to fill it in")
@@ -432,6 +460,15 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
     remote = r.get(t, cache, "remote", str, 'a URL string like "grpcs://cache.example.com"')
     if remote is not None and "://" not in remote:
         raise r.fail(t, "remote", f"cache.remote must be a URL like \"grpcs://host:port\" or \"https://host\", got {remote!r}")
+    instance = r.get(t, cache, "remote_instance", str, "a string", "")
+    if remote:
+        from mbuild.cache.remote.base import parse_remote_url
+
+        try:
+            parse_remote_url(remote, instance)
+        except ValueError as err:
+            raise r.fail(t, "remote", f"cache.remote: {err}; use grpc://host:port[/instance], grpcs://…, "
+                                      f"http://host:port/prefix or https://…") from None
     headers = r.get(t, cache, "remote_headers", dict, "a table of header = \"value\" strings", {})
     for key, value in headers.items():
         if not isinstance(value, str):
@@ -456,7 +493,7 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
         max_size=size,
         remote=remote or None,
         remote_upload=r.get(t, cache, "remote_upload", bool, "true or false", False),
-        remote_instance=r.get(t, cache, "remote_instance", str, "a string", ""),
+        remote_instance=instance,
         remote_headers=dict(headers),
         remote_timeout=timeout,
         remote_min_rate=min_rate,
