@@ -178,7 +178,6 @@ def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon, platforms: 
         infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
         variants[platform], variant_bases[platform], unresolved[platform] = infos, dict(bases), dict(missing)
     _resolve_dockerfile_bases(daemon, variants, variant_bases, unresolved, default)
-    warn_unpinned(loaded.workspace, set(known))
     return Analysed(variants[default], variant_bases[default], default, variants, variant_bases, unresolved,
                     wanted)
 
@@ -223,6 +222,7 @@ def keys_for(loaded: Loaded, analysed: Analysed, store):
                         for p, infos in (analysed.variants or {analysed.platform: analysed.infos}).items()}
     finally:
         stat_cache.close()
+    warn_unpinned(loaded.workspace, set(analysed.bases))  # only now: never before an error about a source
     return job_keys(per_platform, analysed.target_platforms, analysed.platform)
 
 

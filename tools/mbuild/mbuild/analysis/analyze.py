@@ -58,7 +58,7 @@ def analyze(graph: TargetGraph, workspace: Workspace, labels: Iterable[Label], b
         except MbuildError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in rule code: name its line
-            raise error_in_rule_code(e, label, rule.files) from None
+            raise error_in_rule_code(e, label, rule.files, target_at=target.location) from None
         infos[label] = collect(ctx, rule, returned, deps, base_sources, infos)
     return infos
 
