@@ -11,6 +11,15 @@ The Poetry project may be at the workspace root (this monorepo) or in a
 sub-folder (one project per service): sources keep their workspace paths
 under ``workdir``, so path dependencies (``../../libs/x``) resolve as they do
 in the checkout, and Poetry runs in the project's folder.
+
+The ``.venv`` is made bit-for-bit reproducible after the install (two builds
+from empty caches give the same image): each ``.pyc`` in it is rewritten
+hash-based (PEP 552: checked against its source's hash, so it stays valid
+whatever the file times; the one Python wrote on first importing
+virtualenv's ``_virtualenv.py`` held that file's mtime), and the lines of
+each ``RECORD`` are sorted (virtualenv appends the files it adds to pip's in
+the order of a Python set, which changes run to run; the order means
+nothing).
 """
 
 from __future__ import annotations
@@ -73,7 +82,31 @@ def _poetry_install(ctx):
         ),
         name=f"[{ctx.label}] poetry install --no-root --only {groups}" + (f" (in {project})" if project else ""),
     ).root()
-    return [mb.Stage(st), PoetryVenv(path=f"{project_dir.rstrip('/')}/.venv", project=project)]
+    venv = f"{project_dir.rstrip('/')}/.venv"
+    st = st.run(
+        # The venv's own interpreter (its bytecode's magic number), without site (no _virtualenv import)
+        # and writing no bytecode of its own.
+        [f"{venv}/bin/python", "-I", "-S", "-B", "-c", _REPRODUCIBLE_VENV, venv],
+        name=f"[{ctx.label}] reproducible .venv: hash-based .pyc, sorted RECORD",
+    ).root()
+    return [mb.Stage(st), PoetryVenv(path=venv, project=project)]
+
+
+# Run in the venv by poetry_install (see the module docstring); argv[1] is the venv.
+_REPRODUCIBLE_VENV = """
+import importlib.util, pathlib, py_compile, re, sys
+site = sorted(pathlib.Path(sys.argv[1]).glob("lib/python*/site-packages"))
+for pyc in sorted(p for d in site for p in d.glob(f"**/__pycache__/*.{sys.implementation.cache_tag}.*pyc")):
+    source = pathlib.Path(importlib.util.source_from_cache(str(pyc)))
+    if source.is_file():  # (else Python never reads the .pyc)
+        opt = re.search(r"[.]opt-([12])[.]pyc$", pyc.name)
+        py_compile.compile(str(source), cfile=str(pyc), doraise=True, optimize=int(opt[1]) if opt else 0,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+for record in sorted(p for d in site for p in d.glob("*.dist-info/RECORD")):
+    text = record.read_bytes()  # the same lines and bytes, sorted
+    lines = text.split(b"\\n")[:-1] if text.endswith(b"\\n") else text.split(b"\\n")
+    record.write_bytes(b"\\n".join(sorted(lines)) + (b"\\n" if text.endswith(b"\\n") else b""))
+"""
 
 
 poetry_install = mb.rule(

@@ -249,14 +249,18 @@ _TYPES = {
 def normalise(path: str, data: bytes) -> bytes:
     """Content as compared between two builds of the same image. Kept minimal:
 
-    * ``*.pyc``: bytes 8-12 of the header are the source file's mtime, which
-      differs between two builds of the same venv (virtualenv compiles its
-      ``_virtualenv.py`` at creation); they are zeroed, the rest must match.
-    * ``*.dist-info/RECORD``: pip lists the files it compiled in the order its
-      worker threads finished, so the line order varies; lines are sorted.
+    * ``*.pyc``: after the magic number, the 16-byte header says how the
+      code is checked against its source (PEP 552): by the source's mtime
+      and size, as Python writes it on import (the Dockerfile's image: the
+      mtime differs build to build), or by the source's hash, as mbuild's
+      Python rules rewrite it for reproducible images. The magic number and
+      the code must match; the rest of the header is left out.
+    * ``*.dist-info/RECORD``: the line order varies in the Dockerfile's
+      image (virtualenv appends to pip's in set order; mbuild's rules sort
+      them); lines are sorted.
     """
     if path.endswith(".pyc") and len(data) >= 16:
-        return data[:8] + b"\0\0\0\0" + data[12:]
+        return data[:4] + data[16:]
     if path.endswith("/RECORD") and ".dist-info/" in path:
         return b"\n".join(sorted(data.splitlines()))
     return data

@@ -56,7 +56,7 @@ def test_poetry_install_resolves_the_lockfile_into_the_project_venv(infra):
     assert deps[mb.Stage].state is deps.stage
     venv = next(p for t, p in deps.providers.items() if t.__name__ == "PoetryVenv")
     assert (venv.path, venv.project) == ("/app/.venv", "")
-    install_poetry, install = execs(deps)
+    install_poetry, install, reproducible = execs(deps)
     assert install_poetry["exec"][-1] == 'python3 -m venv /opt/poetry && /opt/poetry/bin/pip install "poetry==2.1.3"'
     assert install["exec"] == ["/bin/sh", "-c", "poetry install --no-root --only main"]
     assert install["cwd"] == "/app"
@@ -65,6 +65,10 @@ def test_poetry_install_resolves_the_lockfile_into_the_project_venv(infra):
     for step in (install_poetry, install):  # fetching steps: the CA bundle as a secret, caches as mounts
         assert ("secret", CA) in mount_kinds(step) and set(CA_ENV) <= set(step["env"])
     assert {("cache", "/root/.cache/pypoetry"), ("cache", "/root/.cache/pip")} <= mount_kinds(install)
+    # Then the venv is made reproducible by its own interpreter, without network or secrets.
+    assert reproducible["exec"][:5] == ["/app/.venv/bin/python", "-I", "-S", "-B", "-c"]
+    assert reproducible["exec"][-1] == "/app/.venv" and "CHECKED_HASH" in reproducible["exec"][5]
+    assert reproducible["mounts"] == [{"type": "bind", "dest": "/", "id": ""}]
     # Only the lock files and the complete path dependency are copied, at their workspace paths.
     local = next(s for s in deps.steps if s.get("source") == "local://workspace")
     included = local["attrs"]["local.includepattern"]
@@ -117,8 +121,9 @@ python_image(name = "image", base = "python_slim", venv = ":deps", srcs = [":src
 def test_a_poetry_project_in_a_sub_folder_runs_poetry_there_and_keeps_the_venv_at_its_path(tmp_path):
     analysis = sub_folder_workspace(tmp_path, HELLO_BUILD).analyze("//services/hello:image")
     deps, image = analysis["//services/hello:deps"], analysis["//services/hello:image"]
-    install = execs(deps)[-1]
+    *_, install, reproducible = execs(deps)
     assert install["cwd"] == "/app/services/hello"  # next to its pyproject.toml; ../../libs/greet resolves
+    assert reproducible["exec"][0] == "/app/services/hello/.venv/bin/python"
     venv = next(p for t, p in deps.providers.items() if t.__name__ == "PoetryVenv")
     assert (venv.path, venv.project) == ("/app/services/hello/.venv", "services/hello")
     assert ("copy", "/app/services/hello/.venv", "/app/services/hello/.venv", "") in copies(image)
@@ -136,7 +141,7 @@ def test_which_poetry_project_is_meant_must_be_clear(tmp_path):
                               "to the folder of the Poetry project")
     chosen = two.replace('path_deps = ["//libs/greet"]', 'path_deps = ["//libs/greet"], project = "services/hello/sub"')
     harness = sub_folder_workspace(tmp_path / "chosen", chosen, {"services/hello/sub/pyproject.toml": ""})
-    assert execs(harness.analyze("//services/hello:deps")["//services/hello:deps"])[-1]["cwd"] == \
+    assert execs(harness.analyze("//services/hello:deps")["//services/hello:deps"])[-2]["cwd"] == \
         "/app/services/hello/sub"
     wrong = HELLO_BUILD.replace('path_deps = ["//libs/greet"]', 'path_deps = ["//libs/greet"], project = "nowhere"')
     with pytest.raises(ConfigError, match=r"attribute 'project': nowhere/pyproject.toml is not in lockfiles"):
