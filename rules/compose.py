@@ -233,7 +233,8 @@ compose_service = mb.rule(
         "container_name": mb.attr.string("Container name (compose `container_name`); empty: compose's."),
         "command": mb.attr.string_list("Command (exec form) replacing the image's CMD."),
         "publish": mb.attr.string_list("Port mappings, e.g. `5432:5432`, `127.0.0.1:8080:80`, or `80` for a "
-                                       "free host port (`docker compose port` tells which)."),
+                                       "free host port (`docker compose port` tells which).",
+                                       check=mb.checks.port_mappings),
         "environment": mb.attr.string_dict("Environment variables, in order; compose substitutes `${VAR}` in "
                                            "values (write `$$` for a `$`)."),
         "env_file": mb.attr.string("Workspace-relative env file this service reads instead of the compose "

@@ -12,6 +12,7 @@ from buildkit.llb import normalize_image_ref
 from ..analysis.context import RuleContext
 from ..analysis.providers import Image, Provider, Service, Stage
 from ..loading.schema import Attr
+from . import checks
 
 
 def image_attrs() -> dict[str, Attr]:
@@ -22,7 +23,8 @@ def image_attrs() -> dict[str, Attr]:
         "env": Attr("string_dict", "Environment of the image, in order; values are literal.", default={}),
         "cmd": Attr("string_list", "Default command (exec form).", default=()),
         "entrypoint": Attr("string_list", "Entrypoint (exec form); empty keeps the base image's.", default=()),
-        "ports": Attr("string_list", "Ports the service listens on, e.g. `8000` or `8000/tcp`.", default=()),
+        "ports": Attr("string_list", "Ports the service listens on, e.g. `8000` or `8000/tcp`.", default=(),
+                      check=checks.exposed_ports),
         "labels": Attr("string_dict", "OCI labels of the image.", default={}),
         "image": Attr("string", "Name the image is loaded into the engine as; empty: not loaded, only "
                       "built (e.g. `ai-mono-python:latest`).", default=""),
@@ -33,7 +35,8 @@ def image_attrs() -> dict[str, Attr]:
         "service": Attr("string", "Service name (e.g. in compose); defaults to the target name.", default=""),
         "container_name": Attr("string", "Container name when run as a service (compose `container_name`).",
                                default=""),
-        "publish": Attr("string_list", "Port mappings when run as a service, e.g. `8000:8000`.", default=()),
+        "publish": Attr("string_list", "Port mappings when run as a service, e.g. `8000:8000` or "
+                        "`127.0.0.1:8080:80` (compose's short syntax).", default=(), check=checks.port_mappings),
     }
 
 

@@ -25,8 +25,9 @@ Declaring
     ``rule(implementation, doc, attrs)`` declares a rule; ``attr.<type>(doc,
     ...)`` an attribute (``string``, ``string_list``, ``string_dict``,
     ``label``, ``label_list``, ``bool``, ``int``, ``base_image``), each with a
-    doc string, shown by ``mbuild help RULE``. ``name``, ``visibility`` and
-    ``tags`` every rule has already.
+    doc string, shown by ``mbuild help RULE``, and for values a ``check``
+    (``checks``: ports, port mappings, numeric owners). ``name``,
+    ``visibility`` and ``tags`` every rule has already.
 
 Implementing
     The implementation gets a :class:`RuleContext` and returns a list of
@@ -61,6 +62,7 @@ Tests
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 from buildkit.llb import State, bind, cache, diff, merge, scratch, tmpfs
@@ -70,7 +72,10 @@ from ..analysis.providers import BuiltImage, Files, GeneratedFile, Group, Image,
 from ..analysis.rule import RuleDecl, code_path
 from ..loading.labels import Label
 from ..loading.schema import IMPLICIT_ATTRS, Attr, Location
+from . import checks as _checks
 from .images import image_attrs, image_result, platforms_attr, secret_attrs
+
+Check = Callable[[Any], "str | None"]
 
 VERSION = "v1"
 
@@ -79,23 +84,29 @@ __all__ = [
     "RuleContext", "Dep", "Label",
     "Provider", "provider", "Files", "Stage", "Image", "Service", "GeneratedFile", "Group", "BuiltImage",
     "State", "cache", "tmpfs", "bind", "scratch", "merge", "diff",
-    "image_attrs", "image_result", "secret_attrs", "platforms_attr",
+    "image_attrs", "image_result", "secret_attrs", "platforms_attr", "checks",
 ]
 
 
 class AttrTypes:
     """The attribute types, ``mb.attr.string(doc, ...)`` and so on. ``doc`` is
     mandatory: ``mbuild help`` shows it. ``default`` is the value when a
-    BUILD file does not set the attribute; ``mandatory=True`` makes it required."""
+    BUILD file does not set the attribute; ``mandatory=True`` makes it required.
+    ``check`` (string, string_list, string_dict, int): a function of the value
+    a BUILD file sets, returning None or what is wrong and what to write
+    instead, reported at the target's BUILD line when it loads (``checks``
+    has some: ``mb.checks.port_mappings``)."""
 
-    def string(self, doc: str, default: str = "", mandatory: bool = False) -> Attr:
-        return Attr("string", doc, default, mandatory)
+    def string(self, doc: str, default: str = "", mandatory: bool = False, check: Check | None = None) -> Attr:
+        return Attr("string", doc, default, mandatory, check=check)
 
-    def string_list(self, doc: str, default: tuple[str, ...] = (), mandatory: bool = False) -> Attr:
-        return Attr("string_list", doc, tuple(default), mandatory)
+    def string_list(self, doc: str, default: tuple[str, ...] = (), mandatory: bool = False,
+                    check: Check | None = None) -> Attr:
+        return Attr("string_list", doc, tuple(default), mandatory, check=check)
 
-    def string_dict(self, doc: str, default: Mapping[str, str] | None = None, mandatory: bool = False) -> Attr:
-        return Attr("string_dict", doc, dict(default or {}), mandatory)
+    def string_dict(self, doc: str, default: Mapping[str, str] | None = None, mandatory: bool = False,
+                    check: Check | None = None) -> Attr:
+        return Attr("string_dict", doc, dict(default or {}), mandatory, check=check)
 
     def label(self, doc: str, default: str | None = None, mandatory: bool = False,
               providers: tuple[type, ...] = ()) -> Attr:
@@ -110,8 +121,8 @@ class AttrTypes:
     def bool(self, doc: str, default: bool = False, mandatory: bool = False) -> Attr:
         return Attr("bool", doc, default, mandatory)
 
-    def int(self, doc: str, default: int = 0, mandatory: bool = False) -> Attr:
-        return Attr("int", doc, default, mandatory)
+    def int(self, doc: str, default: int = 0, mandatory: bool = False, check: Check | None = None) -> Attr:
+        return Attr("int", doc, default, mandatory, check=check)
 
     def base_image(self, doc: str, default: str = "", mandatory: bool = False) -> Attr:
         """The name of a WORKSPACE.toml ``[images]`` entry; ``ctx.base(attr)``
@@ -120,6 +131,7 @@ class AttrTypes:
 
 
 attr = AttrTypes()
+checks = SimpleNamespace(**{name: getattr(_checks, name) for name in _checks.__all__})
 
 def rule(implementation: Callable[[RuleContext], Any], doc: str, attrs: Mapping[str, Attr] | None = None) -> RuleDecl:
     """Declare a rule: ``implementation(ctx)`` returns its providers; ``doc``

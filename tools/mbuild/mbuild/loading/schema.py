@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, NamedTuple, get_args
+from typing import Any, Callable, Literal, Mapping, NamedTuple, get_args
 
 from mbuild.errors import ConfigError, at
 from mbuild.loading.labels import Label, parse_label, validate_name
@@ -106,6 +106,9 @@ class Attr:
     ``default`` None means the type's empty value ("", (), {}, None, False, 0).
     Label defaults are absolute label strings. ``providers`` (label and
     label_list only): the provider types every target named here must give.
+    ``check``: a function of a value the BUILD file sets (after type
+    checking) returning None, or what is wrong and what to write instead;
+    reported at the target's line (``mbuild.api.checks`` has some).
     """
 
     type: AttrType
@@ -113,6 +116,7 @@ class Attr:
     default: Any = None
     mandatory: bool = False
     providers: tuple = ()
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in _ATTR_TYPES:
@@ -287,6 +291,10 @@ def coerce_attrs(
                 result[key] = None
                 continue
         result[key] = _coerce(attr.type, value, key, rule, where, package)
+        if attr.check is not None and key in kwargs:
+            problem = attr.check(result[key])
+            if problem:
+                raise where.error(f"attribute '{key}' of {rule}: {problem}")
     name = result["name"]
     why = validate_name(name)
     if why:

@@ -44,7 +44,9 @@ container_image = mb.rule(
                                     providers=(mb.Stage,)),
         "srcs": mb.attr.label_list("Filegroups copied under `workdir` (or `/`) at their workspace paths.",
                                    providers=(mb.Files,)),
-        "srcs_owner": mb.attr.string("Owner of the copied files, e.g. `1000:1000`; empty keeps root."),
+        "srcs_owner": mb.attr.string("Owner of the copied files as numbers, `UID` or `UID:GID` like `1000:1000` "
+                                     "(a name the image lacked would silently be root); empty keeps root.",
+                                     check=mb.checks.numeric_owner),
         "commands": mb.attr.string_list("Shell commands run in order, each its own cached step; they see "
                                         "the image's `env`."),
         "network": mb.attr.bool("Give commands network access (and the workspace CA bundle); off by "
