@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import BASE_IMAGE
-from .conftest import json_records
+from .conftest import json_records, remove_images
 from .workspaces import MBUILD, Workspace, git, write_tree
 
 pytestmark = pytest.mark.engine
@@ -73,11 +73,7 @@ def secrets_ws(tmp_path, docker_sdk, run_id):
     git(root, "init", "-q")
     ws = Workspace(root, tmp_path / "cache", {"app": name, "agent": name.replace(":1", "-agent:1")})
     yield ws
-    for image in ws.names.values():
-        try:
-            docker_sdk.images.remove(image, force=True)
-        except Exception:  # noqa: BLE001 - never built
-            pass
+    remove_images(docker_sdk, ws.names.values())
 
 
 def test_a_secret_reaches_its_step_and_nothing_else(secrets_ws, run_id):

@@ -184,7 +184,7 @@ def test_help_for_unknown_rule(tmp_path):
     assert "did you mean python_image?" in line, line
     # Outside any workspace only mbuild's built-ins are.
     line = one_line_error(mbuild("help", "python_image", cwd=tmp_path))
-    assert "known rules: container_image, filegroup, group" in line, line
+    assert "known rules: container_image, dockerfile, filegroup, group" in line, line
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import BASE_IMAGE, REGISTRY
+from .conftest import remove_images
 from .engines import free_port
 from .workspaces import Workspace, git, write_tree
 
@@ -100,11 +101,7 @@ def outputs_ws(tmp_path, docker_sdk, run_id, auth_registry):
     ws = Workspace(root, tmp_path / "cache", names)
     ws.repo = repo
     yield ws
-    for name in names.values():
-        try:
-            docker_sdk.images.remove(name, force=True)
-        except Exception:  # noqa: BLE001 - never built
-            pass
+    remove_images(docker_sdk, names.values())
     try:  # the shared registry keeps nothing of the test
         digest = registry_digest(REGISTRY, f"{repo}/app", "1")
         urllib.request.urlopen(urllib.request.Request(f"http://{REGISTRY}/v2/{repo}/app/manifests/{digest}",

@@ -107,8 +107,8 @@ class RemoteActions:
         plans = []
         wanted: dict[BlobRef, None] = {}
         for record in records:
-            if record.blobs and not has_blobs(self.store, list(record.blobs)):
-                continue  # its blobs are gone from the store: nothing to upload it with
+            if record.image and not record.blobs or not has_blobs(self.store, list(record.blobs)):
+                continue  # an image without its blobs (an index, or blobs gone): nothing to restore it from
             outputs: list[tuple[str, BlobRef]] = []
             for blob in record.blobs:
                 hexd = blob["digest"].split(":", 1)[1]
