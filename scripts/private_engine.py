@@ -9,7 +9,10 @@ mid-build). The shared engine (``/var/run/docker.sock``) is never touched.
 
 Networking, as the environment notes say it must be for build steps to reach
 PyPI and npm: a bridge of its own with an address, NAT for its subnet, and
-FORWARD accept rules (the shared engine's FORWARD policy is DROP); dockerd
+FORWARD accept rules (the shared engine's FORWARD policy is DROP). The
+networks ``docker network create`` and ``docker compose up`` make get /28s of
+a pool of its own (172.31.N.0/24, ``--default-address-pool``) with the same
+NAT and FORWARD rules, so a compose stack's services reach each other. dockerd
 runs with ``--bridge BR --iptables=false --ip-masq=false`` (never
 ``--bridge=none``, which deletes the shared engine's ``docker0``). Everything
 is removed again by :meth:`PrivateEngine.stop`, and ``docker0`` is checked to
@@ -33,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-SUBNETS = range(100, 200)  # 172.30.N.0/24, one per engine
+SUBNETS = range(100, 200)  # 172.30.N.0/24 (its bridge) and 172.31.N.0/24 (its networks), one N per engine
 STATE = "engine.json"
 
 
@@ -54,7 +57,8 @@ def _wait(pred, limit: float, what: str, log: Path | None = None) -> None:
 
 
 def _subnet_in_use(n: int) -> bool:
-    return f"172.30.{n}." in _run("ip", "-o", "addr", check=False).stdout
+    addresses = _run("ip", "-o", "addr", check=False).stdout
+    return f"172.30.{n}." in addresses or f"172.31.{n}." in addresses
 
 
 def docker0_present() -> bool:
@@ -111,14 +115,17 @@ class PrivateEngine:
         if not self.subnet:
             raise RuntimeError("no free 172.30.N.0/24 subnet for a private engine")
         self.bridge = f"mbe{self.subnet}"
-        net = f"172.30.{self.subnet}.0/24"
+        net, pool = f"172.30.{self.subnet}.0/24", self.network_pool
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         self._save()  # from here on, stop() must remove the bridge
         _run("ip", "addr", "add", f"172.30.{self.subnet}.1/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
         for rule in (["-t", "nat", "POSTROUTING", "-s", net, "!", "-o", self.bridge, "-j", "MASQUERADE"],
                      ["FORWARD", "-i", self.bridge, "-j", "ACCEPT"],
-                     ["FORWARD", "-o", self.bridge, "-j", "ACCEPT"]):
+                     ["FORWARD", "-o", self.bridge, "-j", "ACCEPT"],
+                     ["-t", "nat", "POSTROUTING", "-s", pool, "!", "-d", pool, "-j", "MASQUERADE"],
+                     ["FORWARD", "-s", pool, "-j", "ACCEPT"],
+                     ["FORWARD", "-d", pool, "-j", "ACCEPT"]):
             table = rule[:2] if rule[0] == "-t" else []
             body = rule[2:] if table else rule
             _run("iptables", *table, "-I", *body)
@@ -126,6 +133,11 @@ class PrivateEngine:
             self._save()
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
+
+    @property
+    def network_pool(self) -> str:
+        """The addresses of the networks this engine creates (a /28 each)."""
+        return f"172.31.{self.subnet}.0/24"
 
     def _start_containerd(self) -> None:
         d = self.dir
@@ -146,7 +158,7 @@ class PrivateEngine:
         args = ["dockerd", "--config-file", str(d / "daemon.json"), f"--containerd={d}/containerd.sock",
                 "--data-root", str(d / "root"), "--exec-root", str(d / "exec"), "--pidfile", str(d / "docker.pid"),
                 "-H", self.host, "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
-                "--ip-masq=false"]
+                "--ip-masq=false", "--default-address-pool", f"base={self.network_pool},size=28"]
         if self.tls_port:
             c = self.certs
             args += ["-H", self.tcp_host, "--tlsverify", "--tlscacert", str(c / "ca.pem"),
