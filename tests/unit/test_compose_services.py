@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mbuild.api import v1 as mb
 from mbuild.api.testing import FakeBase, RuleHarness
 from mbuild.errors import ConfigError
 from mbuild.execution.plan import plan
@@ -265,7 +264,6 @@ def test_compose_errors_name_the_build_line(tmp_path, build, message):
 
 
 GEN_RULE = '''
-from mbuild.api import v1 as mb
 
 
 def render(args, images):
