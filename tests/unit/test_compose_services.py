@@ -264,6 +264,7 @@ def test_compose_errors_name_the_build_line(tmp_path, build, message):
 
 
 GEN_RULE = '''
+from mbuild.api import v1 as mb
 
 
 def render(args, images):
