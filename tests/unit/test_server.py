@@ -60,8 +60,10 @@ def test_a_command_on_the_server_is_the_command_in_process(server, env, tmp_path
 def test_the_clients_environment_is_the_commands(server, env, tmp_path):
     ws = write_workspace(tmp_path / "ws")
     (ws / "WORKSPACE.toml").write_text('name = "srv"\nbuildkit = "docker://"\n')
-    bad = mbuild({**env, "DOCKER_CONTEXT": "mbuild-test-no-such-context", "DOCKER_CONFIG": str(tmp_path)}, ws,
-                 "build", "//pkg:all")
+    # The command sees the client's DOCKER_CONTEXT (and no DOCKER_HOST, which would win over it).
+    client_env = {k: v for k, v in env.items() if k != "DOCKER_HOST"}
+    bad = mbuild({**client_env, "DOCKER_CONTEXT": "mbuild-test-no-such-context", "DOCKER_CONFIG": str(tmp_path)},
+                 ws, "build", "//pkg:all")
     assert bad.returncode == 2 and "mbuild-test-no-such-context" in bad.stderr, bad.stderr
 
 
