@@ -267,10 +267,11 @@ def test_graph_mermaid():
 
 # The rules the monorepo's BUILD files use: the workspace's own (rules/*.py)
 # and mbuild's built-ins.
-MONOREPO_RULES = {"compose": "rules/compose.py", "node_build": "rules/node.py", "node_image": "rules/node.py",
+MONOREPO_RULES = {"compose": "rules/compose.py", "compose_service": "rules/compose.py", "node_build": "rules/node.py", "node_image": "rules/node.py",
                   "pnpm_install": "rules/node.py", "poetry_install": "rules/python.py",
                   "python_image": "rules/python.py", "filegroup": "mbuild/rules/files.py",
-                  "group": "mbuild/rules/files.py", "container_image": "mbuild/rules/container.py"}
+                  "group": "mbuild/rules/files.py", "container_image": "mbuild/rules/container.py",
+                  "dockerfile": "mbuild/rules/dockerfile.py"}
 
 
 def test_help_lists_the_rules_and_where_each_is_defined():
