@@ -14,6 +14,7 @@ import tarfile
 import pytest
 
 from ..conftest import BASE_IMAGE
+from .conftest import remove_images
 from .workspaces import Workspace, git, write_tree
 
 pytestmark = pytest.mark.engine
@@ -26,7 +27,7 @@ INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 def platforms_ws(tmp_path, docker_sdk, run_id):
     suffix = f"{run_id}-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
     names = {"both": f"mbuild-test-platforms-{suffix}:1", "arm": f"mbuild-test-platforms-arm-{suffix}:1",
-             "amd-only": f"mbuild-test-platforms-amd-{suffix}:1"}
+             "amd-only": f"mbuild-test-platforms-amd-{suffix}:1", "df": f"mbuild-test-platforms-df-{suffix}:1"}
     root = tmp_path / "ws"
     write_tree(root, {
         "WORKSPACE.toml": f'name = "platforms"\n[images.multi]\nref = "{MULTI_BASE}"\n'
@@ -39,15 +40,15 @@ def platforms_ws(tmp_path, docker_sdk, run_id):
             container_image(name = "amd-only", base = "amd64_only", commands = ["uname -m > /arch"],
                             platforms = ["linux/amd64", "linux/arm64"], image = "{names['amd-only']}")
             """,
+        "df/Dockerfile": f"ARG BASE={MULTI_BASE}\nFROM ${{BASE}} AS build\nRUN uname -m > /arch\nFROM build\n",
+        "df/BUILD": f"""
+            dockerfile(name = "df", platforms = ["linux/amd64", "linux/arm64"], image = "{names['df']}")
+            """,
     })
     git(root, "init", "-q")
     ws = Workspace(root, tmp_path / "cache", names)
     yield ws
-    for name in names.values():
-        try:
-            docker_sdk.images.remove(name, force=True)
-        except Exception:  # noqa: BLE001 - never built
-            pass
+    remove_images(docker_sdk, names.values())
 
 
 def arch_in(image: str, platform: str) -> str:
@@ -93,3 +94,12 @@ def test_a_base_without_the_platform_is_one_line(platforms_ws):
     line = failed.stderr.strip().splitlines()[-1]
     assert line.startswith("mbuild: error: img/BUILD:5: //img:amd-only: base image amd64_only")
     assert "has no linux/arm64 image" in line
+
+
+def test_a_dockerfile_target_for_two_platforms(platforms_ws):
+    ws = platforms_ws
+    built = ws.build_json("//df:df")["//df:df"]
+    assert built["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert arch_in(ws.names["df"], "linux/arm64") == "aarch64"  # FROM resolved (and pinned) per platform
+    assert arch_in(ws.names["df"], "linux/amd64") == "x86_64"
+    assert ws.build_json("//df:df")["//df:df"]["source"] == "local-cache"
