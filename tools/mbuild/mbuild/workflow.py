@@ -177,12 +177,12 @@ def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon, platforms: 
             bases, missing = try_resolve_bases(daemon.client(), images, platform)
         infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
         variants[platform], variant_bases[platform], unresolved[platform] = infos, dict(bases), dict(missing)
-    _resolve_dockerfile_bases(daemon, variants, variant_bases, unresolved, default)
+    _resolve_dockerfile_bases(daemon, variants, variant_bases, unresolved)
     return Analysed(variants[default], variant_bases[default], default, variants, variant_bases, unresolved,
                     wanted)
 
 
-def _resolve_dockerfile_bases(daemon: Daemon, variants, variant_bases, unresolved, default: str) -> None:
+def _resolve_dockerfile_bases(daemon: Daemon, variants, variant_bases, unresolved) -> None:
     """The images `dockerfile` targets' FROM lines name, resolved for each
     platform (a FROM --platform for the one it names), into that platform's bases."""
     from .execution.bases import try_resolve_bases
@@ -193,7 +193,7 @@ def _resolve_dockerfile_bases(daemon: Daemon, variants, variant_bases, unresolve
             build = info.dockerfile
             for ref, base in (build.bases.items() if build is not None else ()):
                 at = build.base_platforms.get(ref, "")
-                at = platform if not at else default if at == "build" else at
+                at = platform if not at else build_platform() if at == "build" else at  # BUILDPLATFORM: the host
                 wanted.setdefault(at, []).append(base)
         for at, images in wanted.items():
             unique = list({b.name: b for b in images}.values())

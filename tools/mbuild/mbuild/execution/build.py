@@ -411,14 +411,17 @@ class Executor:
         from buildkit.dockerfile import CONTEXT, DOCKERFILE, FRONTEND, frontend_attrs
         from buildkit.dockerignore import read_dockerignore
         from buildkit.filesync import LocalDir
+        from buildkit.llb import host_platform
 
         build = info.dockerfile
         root = self.workspace.root
         pins = {}
         for ref, base in build.bases.items():
-            for p in platforms:  # the frontend looks up context:NAME::PLATFORM first
+            for p in platforms:  # the frontend looks up context:NAME::PLATFORM first: the FROM's platform
+                fixed = build.base_platforms.get(ref, "")
+                at = p if not fixed else str(host_platform()) if fixed == "build" else fixed
                 digest = self.platform_bases.get(p, self.bases)[base.name].digest
-                pins[f"context:{familiar_name(ref)}::{p}"] = f"docker-image://{base.ref.split('@', 1)[0]}@{digest}"
+                pins[f"context:{familiar_name(ref)}::{at}"] = f"docker-image://{base.ref.split('@', 1)[0]}@{digest}"
         attrs = frontend_attrs(Path(build.dockerfile).name, build.target, build.build_args,
                                platforms if len(platforms) > 1 or platforms[0] != self.platform else (),
                                labels=build.labels, extra=pins)
