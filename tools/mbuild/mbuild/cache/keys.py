@@ -43,6 +43,15 @@ whitespace) holding:
 
 Excluded on purpose: absolute paths, mtimes, user names, the checkout
 location and the machine — two checkouts on two machines get equal keys.
+So are build secrets' values, as in BuildKit: a target's key has each
+secret's id and declared source (attributes), never what it reads; change
+the id, or build with ``--no-cache``, to run its steps with a new value.
+
+A target built for several platforms (one image index) has one key per
+platform, each as above with its ``platform``, and its job's key is over
+those (``variants``: platform -> key; :func:`mbuild.execution.build.job_keys`).
+A ``dockerfile`` target's ``bases`` are its FROM images (``FROM <ref>``) and
+its ``sources`` the Dockerfile and its context after the ignore file.
 """
 
 from __future__ import annotations
