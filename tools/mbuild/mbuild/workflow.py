@@ -149,7 +149,7 @@ def target_platforms(loaded: Loaded, labels: Sequence[Label], cli: Sequence[str]
     out = {}
     for label in loaded.graph.topological_order(labels):
         target = loaded.graph.targets[label]
-        decl = loaded.rules[target.kind].schema.all_attrs.get("platforms")
+        decl = loaded.rules[target.kind].schema.attrs.get("platforms")
         own: tuple[str, ...] = ()
         if not cli and decl is not None and decl.type == "string_list" and target.attrs.get("platforms"):
             own = parse_platforms(",".join(target.attrs["platforms"]),
