@@ -25,7 +25,7 @@ LOCK = "locks/" + "cd" * 32 + ".lock"
 
 def plant_leftovers(root: Path) -> set[str]:
     """One temporary of every kind a killed writer leaves, and a lock file;
-    their relative paths (the staging folder's, not its blob's)."""
+    their relative paths (a top-level folder's, not its files')."""
     sha = hashlib.sha256(b"blob").hexdigest()
     made = {
         f"ac/ab/.{'ab' * 32}.json.k2j4x": b'{"record": {"ke',  # atomicfile.write_bytes
@@ -34,12 +34,13 @@ def plant_leftovers(root: Path) -> set[str]:
         "last/.0123.json.a1b2": b"{",
         ".remote-3fk2/" + sha: b"a staged blob",  # a remote result being checked
         ".restore-9xk1.tar": b"an archive for docker load",
+        ".export-p2m8/image.tar": b"half an OCI archive",  # any top-level dot name is a temporary
         LOCK: b"",
     }
     for rel, data in made.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
-    return {rel.partition("/")[0] if rel.startswith(".remote-") else rel for rel in made}
+    return {rel.partition("/")[0] if rel.startswith(".") else rel for rel in made}
 
 
 def holder(root: Path) -> subprocess.Popen:

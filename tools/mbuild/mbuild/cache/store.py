@@ -17,9 +17,10 @@ on the entries' access times (touched on every hit).
 
 Temporaries all have names that start with a dot: ``.NAME.XXXX`` beside an
 entry (:func:`mbuild.atomicfile.write_bytes`), ``.tmp-*`` and ``.*.part``
-in ``cas/`` (copies, downloads), ``.remote-*/`` (a remote result staged
-until it checks out) and ``.restore-*.tar`` (an image archive for ``docker
-load``) at the top. A process killed while writing leaves them behind; they
+in ``cas/`` (copies, downloads), and at the top any dot name, such as
+``.remote-*/`` (a remote result staged until it checks out) and
+``.restore-*.tar`` (an image archive for ``docker load``); a writer that
+makes one there must have called :meth:`LocalStore.use` first. A process killed while writing leaves them behind; they
 are never read as entries, and they are swept (:meth:`LocalStore.use`) by
 the next process that finds itself alone with the store: every process
 using the store holds a shared lock on its folder (a ``flock``, released by
@@ -75,10 +76,6 @@ class ActionRecord:
         doc = dict(doc)
         doc["blobs"] = tuple(doc.get("blobs") or ())
         return cls(**doc)
-
-
-# Temporaries at the top of the store (the folders' own are any dot name).
-TOP_TEMPORARIES = (".remote-", ".restore-")
 
 
 class LocalStore:
@@ -178,7 +175,7 @@ class LocalStore:
     def temporaries(self) -> list[Path]:
         """The store's temporaries (see the module docstring): in use by a
         process writing them, or left by one that was killed."""
-        found = [self.root / name for name in _names(self.root) if name.startswith(TOP_TEMPORARIES)]
+        found = [self.root / name for name in _names(self.root) if name[0] == "."]
         for sub in ("ac", "cas"):
             for shard in _names(self.root / sub):
                 found.extend(self.root / sub / shard / n for n in _names(self.root / sub / shard) if n[0] == ".")
