@@ -30,7 +30,10 @@ USER, PASSWORD = "mbuild-test", "pw-for-the-test-registry"
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory):
     """A registry of its own on a free port that wants basic auth (Debian's
-    docker-registry with an htpasswd file made by htpasswd); its address."""
+    docker-registry with an htpasswd file made by htpasswd); its address.
+    No TLS is needed: distribution 2.8 takes basic auth over plain HTTP, and
+    every engine sends it to 127.0.0.0/8 registries, which it treats as
+    insecure (plain HTTP) by default, so no engine's certs.d is touched."""
     folder = tmp_path_factory.mktemp("auth-registry")
     port = free_port()
     htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
