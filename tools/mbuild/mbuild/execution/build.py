@@ -319,6 +319,8 @@ class Executor:
         lacks (a CI runner with a warm local cache fills the shared remote):
         one FindMissing for the whole build (:meth:`RemoteActions.publish_hits`).
         An image whose blobs the store does not hold is taken from the engine."""
+        if not getattr(self.remote.remote, "enabled", True):
+            return  # the remote failed earlier in this build: nothing to save images for
         records = []
         for record in self._local_hits:
             if record.image and not (record.blobs and has_blobs(self.store, list(record.blobs))):
