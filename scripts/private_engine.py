@@ -111,12 +111,18 @@ class PrivateEngine:
         return self
 
     def _network_up(self) -> None:
-        self.subnet = next((n for n in SUBNETS if not _subnet_in_use(n)), 0)
-        if not self.subnet:
+        # Creating the bridge is what claims N: two engines starting at once
+        # cannot both get it (the loser tries the next N, and never deletes
+        # the winner's bridge, which a failed start would otherwise do).
+        for n in SUBNETS:
+            if _subnet_in_use(n) or _run("ip", "link", "add", f"mbe{n}", "type", "bridge",
+                                         check=False).returncode != 0:
+                continue
+            self.subnet, self.bridge = n, f"mbe{n}"
+            break
+        else:
             raise RuntimeError("no free 172.30.N.0/24 subnet for a private engine")
-        self.bridge = f"mbe{self.subnet}"
         net, pool = f"172.30.{self.subnet}.0/24", self.network_pool
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
         self._save()  # from here on, stop() must remove the bridge
         _run("ip", "addr", "add", f"172.30.{self.subnet}.1/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
@@ -209,9 +215,9 @@ class PrivateEngine:
             table = rule[:2] if rule[0] == "-t" else []
             _run("iptables", *table, "-D", *(rule[2:] if table else rule), check=False)
         self.rules.clear()
-        if self.bridge:
+        if self.bridge.startswith("mbe"):  # only ever a bridge of ours: never docker0
             _run("ip", "link", "del", self.bridge, check=False)
-            self.bridge = ""
+        self.bridge = ""
         self._save()
 
     def remove(self) -> None:

@@ -29,6 +29,22 @@ def usual_umask():
     os.umask(old)
 
 
+def _docker0() -> bool:
+    return subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(autouse=True)
+def shared_engine_network_intact(request):
+    """No test may take the shared engine's bridge away (a dockerd started
+    with --bridge=none, or a bridge deleted by name, does): it would leave every
+    container on the shared engine without a network. Checked after each test,
+    so the test that did it is the one that fails."""
+    present = _docker0()
+    yield
+    if present and not _docker0():
+        pytest.fail(f"{request.node.nodeid} removed docker0, the shared engine's bridge")
+
+
 @pytest.fixture(scope="session")
 def run_id() -> str:
     return secrets.token_hex(4)
