@@ -343,19 +343,28 @@ class Client:
 
     def resolve_images(self, refs: Sequence[tuple[str, str | Platform | None]], mode: str = "default"
                        ) -> list["ResolvedImage | LookupError"]:
-        """Resolve each ``(ref, platform)`` through BuildKit, in one gateway
-        session; each answer is a :class:`~buildkit.gateway.ResolvedImage`,
+        """Resolve each ``(ref, platform)`` through BuildKit, side by side in one
+        gateway session; each answer is a :class:`~buildkit.gateway.ResolvedImage`,
         or the :class:`LookupError` that explains why it failed."""
         out: list = []
 
-        def resolve_all(gw: Gateway) -> None:
-            for ref, platform in refs:
-                try:
-                    out.append(gw.resolve_image_config(ref, platform, mode))
-                except LookupError as e:
-                    out.append(e)
+        def resolve(gw: Gateway, ref: str, platform) -> "ResolvedImage | LookupError":
+            try:
+                return gw.resolve_image_config(ref, platform, mode)
+            except LookupError as e:
+                return e
 
-        self.build(resolve_all, SolveRequest(), ref="buildkit-resolve-" + new_session_id())
+        def resolve_all(gw: Gateway) -> None:
+            if len(refs) == 1:
+                out.append(resolve(gw, *refs[0]))
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(refs)), thread_name_prefix="resolve") as pool:
+                out.extend(pool.map(lambda item: resolve(gw, *item), refs))
+
+        # Nothing is exported or shown: the progress stream is not asked for.
+        self._run(SolveRequest(), None, "buildkit-resolve-" + new_session_id(), resolve_all, status=False)
         return out
 
     def exporters(self) -> frozenset[str]:
@@ -420,7 +429,7 @@ class Client:
         return services
 
     def _run(self, request: SolveRequest, on_event: EventSink | None, ref: str,
-             function: BuildFunction | None) -> SolveResult:
+             function: BuildFunction | None, status: bool = True) -> SolveResult:
         if request.exports:
             self.check_exports(request.exports)
         self.require(*_features(request))
@@ -456,7 +465,7 @@ class Client:
                 solve_req.Cache.Exports.add(Type=c.type, Attrs=dict(c.attrs))
 
             future = self._control.Solve.future(solve_req)
-            status_call = self._control.Status(control_pb2.StatusRequest(Ref=ref))
+            status_call = self._control.Status(control_pb2.StatusRequest(Ref=ref)) if status else _NoStatus()
             # Both the status stream and the solve report into one queue, so
             # the wait ends the moment both are over: no polling interval is
             # added to every build.
@@ -589,6 +598,16 @@ class Client:
         if err.code() == grpc.StatusCode.UNAVAILABLE and tracker.failed() is None:
             return DaemonGone(f"BuildKit at {self.address} went away during the solve: {details}")
         return _step_error(details, tracker, "solve")
+
+
+class _NoStatus:
+    """Stands in for the status stream of a solve nobody watches: it has ended."""
+
+    def __iter__(self):
+        return iter(())
+
+    def cancel(self) -> None:
+        pass
 
 
 def _features(request: SolveRequest) -> list[Feature]:
