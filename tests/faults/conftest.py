@@ -1,6 +1,14 @@
-"""The fault suite: hostile remotes (test_hostile_remote.py) and, alongside,
-the kill -9, concurrency and engine-restart tests. Bounded in time and run
-in CI with the rest of ``tests``.
+"""The fault suite, bounded in time and run in CI with the rest of ``tests``:
+
+* hostile remotes in both protocols (test_hostile_remote.py);
+* kill -9 at random, seeded moments of builds, cache writes, uploads and
+  restores, each followed by a build with the same digests and a sound
+  store (test_kill.py);
+* four concurrent builds of the same targets (test_concurrent_builds.py);
+* the engine's dockerd killed mid-build and restarted, on a private engine
+  (test_engine_restart.py);
+* planted secrets found in no layer, log, cache record or --json
+  (test_planted_secrets.py).
 
 Every fault test records what it did in the session's :mod:`.ledger`
 (fixture ``fault_ledger``); the counts and timings are printed at the end of

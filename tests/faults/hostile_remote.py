@@ -142,6 +142,16 @@ class Content:
         with self._lock:
             self.ac[key] = data
 
+    def state(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Copies of (action results, blobs), for :meth:`set_state`."""
+        with self._lock:
+            return dict(self.ac), dict(self.cas)
+
+    def set_state(self, ac: dict[str, bytes], cas: dict[str, bytes]) -> None:
+        """Hold exactly these action results and blobs (e.g. a :meth:`state`)."""
+        with self._lock:
+            self.ac, self.cas = dict(ac), dict(cas)
+
     # The RemoteCache interface, in memory.
     def get_action_result(self, key_hex: str) -> ActionResult | None:
         data = self.result_bytes(key_hex)

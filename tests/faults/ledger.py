@@ -8,13 +8,15 @@ A test adds to the session's ledger through the ``fault_ledger`` fixture::
         ...
         fault_ledger.count(KILLS)
         fault_ledger.count(BAD_BYTES, found)      # 0 is counted too; assert found == 0 as well
-        fault_ledger.timing("kill -9", f"seed {seed}", seconds, limit=30)
+        fault_ledger.timing("kill -9", "upload", rebuild=(seconds, 120))
+        fault_ledger.note(f"kill -9 seed {seed} (MBUILD_FAULT_SEED={seed} repeats it)")
 
 :data:`COUNTS` are always printed, in this order and 0 when nothing added
 to them (a count of 0 kills is news too); any other name is printed after
-them. The summary looks like::
+them, then the notes (a seed, what the kills hit). The summary looks like::
 
-    fault suite: 0 kills, 0 concurrent runs, 0 engine restarts, 34 hostile-remote cases, 0 bad bytes accepted (must be 0)
+    fault suite: 0 kills, 0 concurrent runs, 0 engine restarts, 34 hostile-remote cases, 0 bad bytes accepted (must be 0), 0 planted-secret leaks (must be 0)
+    fault suite: kill -9 seed 1234 (MBUILD_FAULT_SEED=1234 repeats it)
     fault suite timings (seconds, against their limit):
       hostile-remote  http slow             remote 2.00 / 3.00   build 3.91 / 14.2
 
@@ -32,8 +34,9 @@ CONCURRENT_RUNS = "concurrent runs"
 ENGINE_RESTARTS = "engine restarts"
 HOSTILE_REMOTE_CASES = "hostile-remote cases"
 BAD_BYTES = "bad bytes accepted"
-COUNTS = (KILLS, CONCURRENT_RUNS, ENGINE_RESTARTS, HOSTILE_REMOTE_CASES, BAD_BYTES)
-MUST_BE_ZERO = frozenset({BAD_BYTES})
+SECRET_LEAKS = "planted-secret leaks"
+COUNTS = (KILLS, CONCURRENT_RUNS, ENGINE_RESTARTS, HOSTILE_REMOTE_CASES, BAD_BYTES, SECRET_LEAKS)
+MUST_BE_ZERO = frozenset({BAD_BYTES, SECRET_LEAKS})
 
 
 @dataclass
@@ -49,6 +52,7 @@ class FaultLedger:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     timings: list[Timing] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     used: bool = False  # a fault test asked for the ledger: print the summary
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -62,12 +66,17 @@ class FaultLedger:
         with self._lock:
             self.timings.append(Timing(group, case, tuple((k, s, lim) for k, (s, lim) in measures.items())))
 
+    def note(self, text: str) -> None:
+        """A line printed after the counts."""
+        with self._lock:
+            self.notes.append(text)
+
     def summary(self) -> list[str]:
         """The lines pytest prints at the end of the run."""
         with self._lock:
             parts = [f"{n} {name}" + (" (must be 0)" if name in MUST_BE_ZERO else "")
                      for name, n in self.counts.items()]
-            lines = ["fault suite: " + ", ".join(parts)]
+            lines = ["fault suite: " + ", ".join(parts), *(f"fault suite: {note}" for note in self.notes)]
             if self.timings:
                 lines.append("fault suite timings (seconds, against their limit):")
                 width = max(len(t.case) for t in self.timings)
