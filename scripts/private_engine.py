@@ -164,7 +164,14 @@ class PrivateEngine:
         args = ["dockerd", "--config-file", str(d / "daemon.json"), f"--containerd={d}/containerd.sock",
                 "--data-root", str(d / "root"), "--exec-root", str(d / "exec"), "--pidfile", str(d / "docker.pid"),
                 "-H", self.host, "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
-                "--ip-masq=false", "--default-address-pool", f"base={self.network_pool},size=28"]
+                "--ip-masq=false"]
+        # The pool only on a data root's first start. Docker 26 started AGAIN
+        # on a data root with --default-address-pool deletes the host's
+        # docker0 (checked here: after a restart, or a clean stop and start,
+        # the shared engine's bridge was gone and its containers had no
+        # network); without the flag a restart leaves it alone.
+        if not (d / "root").exists():
+            args += ["--default-address-pool", f"base={self.network_pool},size=28"]
         if self.tls_port:
             c = self.certs
             args += ["-H", self.tcp_host, "--tlsverify", "--tlscacert", str(c / "ca.pem"),
