@@ -88,6 +88,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="runs per side and measurement (default 5; --quick: 2)")
     ap.add_argument("--quick", action="store_true", help="2 reps, no 10,000-target measurements")
     ap.add_argument("--no-profiles", action="store_true", help="take no pyinstrument profiles")
+    ap.add_argument("--no-server", action="store_true",
+                    help="measure mbuild without its warm server (mbuild server start); by default it is started")
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="folder for the run's folder and the index (default bench/results; e.g. /tmp/x for a trial)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (every command's log)")
@@ -144,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         data["profile_note"] = ("Profiles were not asked for (--no-profiles)." if a.no_profiles else
                                 "pyinstrument is not installed in bench/.venv: no profiles.")
     log(f"run folder {folder}; temp dir {tmp}; {', '.join(chosen)}; {a.reps} reps")
+    data["server"] = not a.no_server
     log("byte-compiling mbuild and its dependencies into bench/.venv/pycache (untimed)")
     subprocess.run([str(MBUILD_PY), "-m", "compileall", "-q", "-j", "0", *(str(p) for p in MEASURED_PACKAGES.values()),
                     *map(str, (ROOT / ".venv" / "lib").glob("python*/site-packages"))],
                    env=base_env(), capture_output=True)
+    if data["server"]:  # untimed: mbuild's warm server, in the harness's environment (its XDG_CACHE_HOME)
+        h.must([str(MBUILD), "server", "start"], name="server-start")
     try:
         for sc in SCENARIOS:
             if sc.name in chosen:
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx.images.cleanup()
         for cleanup in ctx.cleanups.values():
             cleanup()
+        if data["server"]:
+            h.run([str(MBUILD), "server", "stop"], name="server-stop")
         data["tree_end"] = repo.state()
         data["profiles"] = profiler.files if profiler else {}
         data["elapsed"] = time.perf_counter() - t_start

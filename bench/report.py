@@ -20,6 +20,11 @@ METHOD = (
     "engine, whose build cache is never pruned. mbuild runs with byte-code caching on "
     "(`PYTHONDONTWRITEBYTECODE` removed, `PYTHONPYCACHEPREFIX=bench/.venv/pycache`), as on a developer's "
     "machine, with its own `--cache-dir`s.")
+SERVER_NOTE = {
+    True: "mbuild ran with its warm server (`mbuild server start`, started untimed before the first scenario): "
+          "each command forks a fresh process with the imports already done. Profiles run mbuild in-process.",
+    False: "mbuild ran without its warm server (`--no-server`): every command pays its own imports.",
+}
 
 
 def _targets_table(ts: list[dict]) -> list[str]:
@@ -43,7 +48,7 @@ def _tree_changes(data: dict) -> list[str]:
 
 def _side_by_side(data: dict) -> list[str]:
     scs = data["scenarios"]
-    L = ["## Side by side with `docker buildx bake`\n", METHOD + "\n",
+    L = ["## Side by side with `docker buildx bake`\n", METHOD + "\n", SERVER_NOTE[data.get("server", False)] + "\n",
          "| # | scenario | bake s | mbuild s | ratio | pairwise: median (min–max) | target |",
          "|---|---|---|---|---|---|---|"]
     for i, sc in enumerate(scs, 1):
