@@ -833,7 +833,7 @@ def test_unknown_dependency_package(tmp_path: Path) -> None:
     write(tmp_path, {"app/BUILD": 'py_lib(name = "app", deps = ["//nowhere:x"])\n'})
     assert graph_err(tmp_path) == (
         "unknown target //nowhere:x (referenced from app/BUILD:1): there is no package //nowhere "
-        "(no BUILD file in nowhere/)"
+        "(no BUILD file in nowhere/); fix the label or create nowhere/BUILD"
     )
 
 

@@ -55,14 +55,15 @@ def is_visible(dep: TargetDecl, from_package: str) -> bool:
 
 
 def _suggest(wanted: Label, candidates: Iterable[Label]) -> str:
-    """``; did you mean //x:y?`` or ""."""
+    """``; did you mean //x:y?``, else where to see the package's targets
+    (when it has some)."""
     candidates = list(candidates)
     same_package = [str(c) for c in candidates if c.package == wanted.package]
     for pool in (same_package, [str(c) for c in candidates]):
         close = difflib.get_close_matches(str(wanted), pool, n=1, cutoff=0.6)
         if close:
             return f"; did you mean {close[0]}?"
-    return ""
+    return f"; `mbuild query //{wanted.package}:all` lists its targets" if same_package else ""
 
 
 class TargetGraph:
@@ -108,7 +109,12 @@ class TargetGraph:
         """The error for a label that names no loaded target."""
         where = f" ({context})" if context else ""
         if label.package not in self.packages and (self.root is None or build_file(self.root, label.package) is None):
-            why = f": there is no package //{label.package} (no BUILD file in {label.package or '.'}/)"
+            why = (f": there is no package //{label.package} (no BUILD file in {label.package or '.'}/); fix the "
+                   f"label or create {label.package or '.'}/BUILD")
+        elif self.root is not None and (self.root / label.package / label.name).is_file():
+            path = f"{label.package}/{label.name}" if label.package else label.name
+            return ConfigError(f"unknown target {label}{where}: {path} is a source file, not a target; list it in "
+                               f"a filegroup's srcs and name the filegroup here")
         else:
             why = ""
         return ConfigError(f"unknown target {label}{where}{why}{_suggest(label, self.targets)}")
@@ -164,7 +170,7 @@ class TargetGraph:
             if pattern.package not in self.packages:
                 raise ConfigError(
                     f"no package //{pattern.package} (in pattern '{text}'): "
-                    f"{pattern.package or '.'}/ has no BUILD file or was not loaded"
+                    f"{pattern.package or '.'}/ has no BUILD file or was not loaded; fix the pattern"
                 )
             packages = [pattern.package]
         else:
@@ -251,13 +257,15 @@ def packages_for_patterns(root: Path, patterns: Sequence[str], current_package: 
         if pattern.kind is PatternKind.RECURSIVE:
             found = discover_packages(root, pattern.package, skip)
             if not found:
-                raise ConfigError(f"no packages match '{text}': no BUILD file at or below {pattern.package or '.'}/")
+                raise ConfigError(f"no packages match '{text}': no BUILD file at or below {pattern.package or '.'}/; "
+                                  f"fix the pattern (`mbuild query //...` lists every target)")
             result.update(found)
         else:
             if build_file(root, pattern.package) is None:
                 raise ConfigError(
                     f"no package //{pattern.package} (in pattern '{text}'): "
-                    f"{pattern.package or '.'}/ has no BUILD or BUILD.bazel file"
+                    f"{pattern.package or '.'}/ has no BUILD or BUILD.bazel file; fix the pattern "
+                    f"(`mbuild query //...` lists every target)"
                 )
             result.add(pattern.package)
     return sorted(result)

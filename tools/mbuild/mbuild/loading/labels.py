@@ -87,8 +87,24 @@ def validate_name(name: str) -> str | None:
     return None
 
 
-def _bad(text: str, why: str) -> ConfigError:
-    return ConfigError(f"invalid label '{text}': {why}")
+LABEL_FORMS = "labels look like //pkg:name, //pkg (its target pkg) or :name (in the same package)"
+PATTERN_FORMS = "patterns look like //pkg:name, :name, //pkg, //pkg:all, //pkg/... or //..."
+
+
+class LabelError(ConfigError):
+    """A label or pattern with bad syntax; ``why`` is what is wrong with it."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+def _bad(text: str, why: str, hint: str = LABEL_FORMS) -> LabelError:
+    return LabelError(f"invalid label '{text}': {why}; {hint}", why)
+
+
+def _bad_pattern(text: object, why: str) -> ConfigError:
+    return ConfigError(f"invalid target pattern {text!r}: {why}; {PATTERN_FORMS}")
 
 
 def _split_absolute(text: str, body: str) -> tuple[str, str | None]:
@@ -107,23 +123,23 @@ def parse_label(text: str, current_package: str = "") -> Label:
     Raises ConfigError naming ``text`` when the syntax is wrong.
     """
     if not isinstance(text, str):
-        raise ConfigError(f"invalid label {text!r}: expected a string")
+        raise LabelError(f"invalid label {text!r}: expected a string; {LABEL_FORMS}", "expected a string")
     if text.startswith("@"):
-        raise _bad(text, "external repositories ('@repo//...') are not supported; use //package:name")
+        raise _bad(text, "external repositories ('@repo//...') are not supported", "use //package:name")
     if text.startswith("//"):
         package, name = _split_absolute(text, text[2:])
         if package.endswith("/"):
             raise _bad(text, "package path must not end with '/'")
         if name is None:
             if package == "":
-                raise _bad(text, "'//' alone names no target; write //:name for a root-package target")
+                raise _bad(text, "'//' alone names no target", "write //:name for a root-package target")
             name = package.rsplit("/", 1)[-1]
     elif text.startswith(":"):
         package, name = current_package, text[1:]
         if ":" in name:
             raise _bad(text, "more than one ':'")
     elif ":" in text:
-        raise _bad(text, "a label with a package must start with '//' (write //" + text + ")")
+        raise _bad(text, "a label with a package must start with '//'", f"write //{text}")
     elif text.startswith("/"):
         raise _bad(text, "labels start with '//' or ':'")
     else:
@@ -192,9 +208,9 @@ def parse_pattern(text: str, current_package: str = "") -> Pattern:
     Raises ConfigError naming ``text`` on bad syntax.
     """
     if not isinstance(text, str) or not text:
-        raise ConfigError(f"invalid target pattern {text!r}: expected e.g. //pkg:name, //pkg:all or //pkg/...")
+        raise _bad_pattern(text, "it is empty" if text == "" else "expected a string")
     if text.startswith("@"):
-        raise ConfigError(f"invalid target pattern '{text}': external repositories are not supported")
+        raise _bad_pattern(text, "external repositories are not supported")
     if text.startswith("//"):
         body = text[2:]
     elif text.startswith(":"):
@@ -204,21 +220,19 @@ def parse_pattern(text: str, current_package: str = "") -> Pattern:
     pkg_part, sep, name = body.partition(":")
     if pkg_part == "..." or pkg_part.endswith("/..."):
         if sep and name not in _ALL_NAMES:
-            raise ConfigError(
-                f"invalid target pattern '{text}': '...' can only be followed by ':all' or ':*'"
-            )
+            raise _bad_pattern(text, "'...' can only be followed by ':all' or ':*'")
         prefix = pkg_part[: -len("...")].rstrip("/")
         why = validate_package(prefix)
         if why:
-            raise ConfigError(f"invalid target pattern '{text}': {why}")
+            raise _bad_pattern(text, why)
         return Pattern(PatternKind.RECURSIVE, prefix)
     if sep and name in _ALL_NAMES:
         why = validate_package(pkg_part)
         if why:
-            raise ConfigError(f"invalid target pattern '{text}': {why}")
+            raise _bad_pattern(text, why)
         return Pattern(PatternKind.PACKAGE, pkg_part)
     try:
         label = parse_label("//" + body, current_package)
-    except ConfigError as err:
-        raise ConfigError(f"invalid target pattern '{text}': {str(err).split(': ', 1)[-1]}") from None
+    except LabelError as err:
+        raise _bad_pattern(text, err.why) from None
     return Pattern(PatternKind.TARGET, label.package, label.name)
