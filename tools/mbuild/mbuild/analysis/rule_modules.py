@@ -51,6 +51,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError, MbuildError, at
 from ..loading.schema import Location
+from ..loading.starlark_text import NotUTF8, read_utf8
 from ..loading.workspace import RuleModule
 from .code_errors import error_in_rule_code
 from .registry import RuleRegistry, public_rules
@@ -201,9 +202,11 @@ class RuleModuleLoader:
             return found  # loaded already, or being loaded (an import cycle sees it half done, as Python's does)
         try:
             data = file.read_bytes()
-            source = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read: {e}") from None
+            source = read_utf8(data)
+        except NotUTF8 as e:
+            raise ConfigError(at(path, e.line, e.message)) from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
         code = _compile(source, path)
         module = types.ModuleType(dotted)
         is_package = path.endswith("/__init__.py")

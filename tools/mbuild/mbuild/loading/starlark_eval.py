@@ -44,7 +44,7 @@ from mbuild.errors import ConfigError, at
 from mbuild.loading.labels import parse_label
 from mbuild.loading.packages import BUILD_FILE_NAMES, build_file, is_skipped_dir
 from mbuild.loading.sources import IgnoreFile
-from mbuild.loading.starlark_text import too_deep, top_level_statements
+from mbuild.loading.starlark_text import NotUTF8, read_utf8, too_deep, top_level_statements
 
 __all__ = ["BUILTIN_NAMES", "EvaluationLimits", "EvaluatedPackage", "Evaluator", "RuleCall"]
 
@@ -211,9 +211,9 @@ class Evaluator:
             )
         rel = f"{package}/{path.name}" if package else path.name
         try:
-            source = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{rel}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+            source = read_utf8(path.read_bytes())
+        except NotUTF8 as err:
+            raise ConfigError(at(rel, err.line, err.message)) from None
         except OSError as err:
             raise ConfigError(f"{rel}: cannot read: {err.strerror}") from None
         state = _PackageState(package=package, build_path=rel, budget=_Budget(self.limits, self._memory_base))
@@ -336,15 +336,16 @@ class Evaluator:
         try:
             resolved = path.resolve()
             resolved.relative_to(self.root)
-            source = resolved.read_text(encoding="utf-8")
+            source = read_utf8(resolved.read_bytes())
+        except NotUTF8 as err:
+            raise _CallbackError(f"cannot load '{module_id}': {rel}:{err}")
         except ValueError:
-            raise _CallbackError(f"cannot load '{module_id}': it points outside the workspace")
+            raise _CallbackError(f"cannot load '{module_id}': {rel} resolves to {resolved}, outside the "
+                                 f"workspace; .bzl files are loaded from the workspace only: copy it in")
         except FileNotFoundError:
             raise _CallbackError(f"cannot load '{module_id}': {rel} does not exist; fix the path")
         except IsADirectoryError:
             raise _CallbackError(f"cannot load '{module_id}': {rel} is a directory; name a .bzl file")
-        except UnicodeDecodeError as err:
-            raise _CallbackError(f"cannot load '{module_id}': {rel} is not UTF-8 text ({err.reason}); save it as UTF-8")
         except OSError as err:
             raise _CallbackError(f"cannot load '{module_id}': {rel}: {err.strerror}")
         self._bzl_sources[module_id] = source
@@ -416,7 +417,8 @@ class Evaluator:
         exc = _compile_globs(exclude) if exclude else None
         result = [f for f in state.files if inc.fullmatch(f) and not (exc and exc.fullmatch(f))]
         if not result and allow_empty is False:
-            raise _CallbackError(f"glob({include!r}) matched no files in package //{state.package}")
+            raise _CallbackError(f"glob({include!r}) matched no files in package //{state.package}; fix the "
+                                 f"patterns, or drop allow_empty = False")
         return json.dumps(result)
 
 
@@ -581,6 +583,8 @@ def _convert_error(text: str, fallback_path: str, source: str = "", exceeded: st
             "rule attributes must be plain values (string, int, bool, list, dict)"
             + (f", got {kind.group(1)}" if kind else "")
         )
+    elif re.fullmatch(r"Variable `[^`]*` not found", message):
+        message += "; define it before this line, or load() it from a .bzl file"
     elif "Starlark call stack overflow" in message:
         message = ("calls nested too deeply (Starlark call stack overflow): a function that calls itself "
                    "without end? Make the recursion end, or use a loop")

@@ -14,6 +14,8 @@ line of the bracket that goes too deep:
 * :func:`top_level_statements` - the line each top-level statement starts
   at: how a file whose evaluation crashed is evaluated again one statement
   at a time, to find the statement (see :mod:`mbuild.loading.sandbox`).
+* :func:`read_utf8` - a file's text; bytes that are not UTF-8 are an error
+  at their line.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tokenize
 from itertools import accumulate
 from typing import NamedTuple
 
-__all__ = ["Position", "too_deep", "top_level_statements"]
+__all__ = ["NotUTF8", "Position", "read_utf8", "too_deep", "top_level_statements"]
 
 _OPEN, _CLOSE = "([{", ")]}"
 _DELTA = {**{c: 1 for c in _OPEN}, **{c: -1 for c in _CLOSE}}
@@ -98,3 +100,24 @@ def top_level_statements(text: str) -> list[int]:
     except (tokenize.TokenError, IndentationError, SyntaxError):
         pass
     return starts or [1]
+
+
+class NotUTF8(Exception):
+    """Text that is not UTF-8: ``str()`` is ``LINE: not UTF-8 text (...)``
+    without the file, which the caller names."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line, self.message = line, message
+
+
+def read_utf8(raw: bytes) -> str:
+    """``raw`` decoded; NotUTF8 at the line of the first byte that is not
+    UTF-8 (editors show lines, not byte offsets)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise NotUTF8(line, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column}); save the file "
+                            f"as UTF-8") from None

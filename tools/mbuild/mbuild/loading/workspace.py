@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from mbuild.errors import ConfigError, at
-from mbuild.loading.starlark_text import too_deep
+from mbuild.loading.starlark_text import NotUTF8, read_utf8, too_deep
 
 __all__ = [
     "WORKSPACE_FILE",
@@ -189,11 +189,15 @@ def load_workspace(root: Path) -> Workspace:
     """Read ``root/WORKSPACE.toml``."""
     path = Path(root) / WORKSPACE_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; create {WORKSPACE_FILE} at the workspace root") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
+    try:
+        text = read_utf8(raw)
+    except NotUTF8 as err:
+        raise ConfigError(at(WORKSPACE_FILE, err.line, err.message)) from None
     return parse_workspace(text, Path(root).resolve())
 
 
