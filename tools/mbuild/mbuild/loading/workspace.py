@@ -261,6 +261,20 @@ class _Reader:
                     return number
         return start
 
+    def line_of_entry(self, table: tuple[str, ...], key: str, index: int) -> int | None:
+        """The line of the ``index``-th ``[[table.key]]`` header (an array of
+        tables), else of ``key`` (an inline array)."""
+        seen = -1
+        for number, raw in enumerate(self.lines, 1):
+            line = raw.split("#", 1)[0].strip()
+            if line.startswith("[[") and line.endswith("]]"):
+                path = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(line[2:-2].strip()))
+                if path == (*table, key):
+                    seen += 1
+                    if seen == index:
+                        return number
+        return self.line_of(table, key)
+
     def fail(self, table: tuple[str, ...], key: str | None, msg: str) -> ConfigError:
         return ConfigError(at(WORKSPACE_FILE, self.line_of(table, key), msg))
 
@@ -398,11 +412,17 @@ def _parse_rules(r: _Reader, data: Mapping[str, Any]) -> tuple[RuleModule, ...]:
 
 
 def _check_buildkit_address(r: _Reader, address: str) -> None:
-    """A ``buildkit`` address BuildKit's client can parse (the environment
-    it may read, DOCKER_HOST and the docker context, is read when connecting)."""
+    """A ``buildkit`` address BuildKit's client can parse. What ``docker://``
+    alone stands for (DOCKER_HOST, the docker context) is found when
+    connecting: a bad DOCKER_HOST or context is not this file's mistake."""
+    from urllib.parse import urlsplit
+
     from buildkit.address import parse_address
     from buildkit.errors import InvalidAddress
 
+    parts = urlsplit(address.strip())
+    if parts.scheme == "docker" and not parts.netloc and not parts.path:
+        return
     try:
         parse_address(address, environ={})
     except InvalidAddress as err:
@@ -507,16 +527,19 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
 def _parse_layer_cache(r: _Reader, t: tuple[str, ...], data: Mapping[str, Any], key: str) -> tuple:
     entries = r.get(t, data, key, list, "an array of tables ([[cache.buildkit.%s]])" % key, [])
     out = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
+        def fail(message: str) -> ConfigError:
+            return ConfigError(at(WORKSPACE_FILE, r.line_of_entry(t, key, index), message))
+
         if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
-            raise r.fail(t, key, f"cache.buildkit.{key} entries must be tables of strings, like "
-                                 '{ type = "registry", ref = "host/cache:{target}" }')
+            raise fail(f"cache.buildkit.{key} entries must be tables of strings, like "
+                       '{ type = "registry", ref = "host/cache:{target}" }')
         kind = entry.get("type", "")
         if kind not in _BUILDKIT_CACHE_TYPES:
-            raise r.fail(t, key, f"cache.buildkit.{key}: type {kind!r} is not supported; use one of "
-                                 f"{', '.join(_BUILDKIT_CACHE_TYPES)}")
+            raise fail(f"cache.buildkit.{key}: type {kind!r} is not supported; use one of "
+                       f"{', '.join(_BUILDKIT_CACHE_TYPES)}")
         if kind == "inline" and key == "import":
-            raise r.fail(t, key, 'cache.buildkit.import: inline caches are imported with type = "registry"')
+            raise fail('cache.buildkit.import: inline caches are imported with type = "registry"')
         out.append(dict(entry))
     return tuple(out)
 
