@@ -233,6 +233,30 @@ def _label(text: str, attr: str, rule: str, where: Location, package: str) -> La
         raise where.error(f"attribute '{attr}' of {rule}: {err}") from None
 
 
+def _run_check(check: Callable[[Any], str | None], value: Any, what: str, where: Location) -> str | None:
+    """What ``check`` says about ``value``; a check that raises, or returns
+    something other than a message or None, is a mistake in the rule code
+    that declared it: reported at its line, from the target's."""
+    code = getattr(check, "__code__", None)
+    try:
+        problem = check(value)
+    except Exception as exc:  # noqa: BLE001 - rule code: name its line
+        line, tb = getattr(code, "co_firstlineno", None), exc.__traceback__
+        while tb is not None:
+            if code is not None and tb.tb_frame.f_code.co_filename == code.co_filename:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        place = f" at {code.co_filename}:{line}" if code is not None else ""
+        text = " ".join(str(exc).split()) or "(no message)"
+        raise where.error(f"{what}: its check raised {type(exc).__name__}{place}: {text}; fix the rule "
+                          f"code") from None
+    if problem is not None and not isinstance(problem, str):
+        place = f" (at {code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        raise where.error(f"{what}: its check returned {type(problem).__name__}{place}, not None or a message; "
+                          f"fix the rule code")
+    return problem
+
+
 def _visibility(value: tuple[str, ...], rule: str, where: Location, package: str) -> tuple[str, ...]:
     result = []
     for text in value:
@@ -292,13 +316,13 @@ def coerce_attrs(
                 continue
         result[key] = _coerce(attr.type, value, key, rule, where, package)
         if attr.check is not None and key in kwargs:
-            problem = attr.check(result[key])
+            problem = _run_check(attr.check, result[key], f"attribute '{key}' of {rule}", where)
             if problem:
                 raise where.error(f"attribute '{key}' of {rule}: {problem}")
     name = result["name"]
     why = validate_name(name)
     if why:
-        raise where.error(f"invalid name {name!r} of {rule}: {why}")
+        raise where.error(f"invalid name {name!r} of {rule}: {why}; name targets like \"app\" or \"python_runtime\"")
     result["visibility"] = _visibility(result["visibility"], rule, where, package)
     return result
 
