@@ -156,6 +156,22 @@ def test_syntax_errors_show_position(text: str, column: int, fragment: str) -> N
     assert "\n" not in message and info.value.exit_code == 2
 
 
+def test_nesting_is_bounded_and_chains_are_not(graph: TargetGraph) -> None:
+    # 2,000 nested parentheses or calls were a RecursionError ("internal error", exit 1).
+    for text, column in (("(" * 2000 + "//lib:a" + ")" * 2000, 101), ("deps(" * 2000 + "//lib:a" + ")" * 2000, 501)):
+        with pytest.raises(ConfigError) as info:
+            parse_query(text)
+        message = str(info.value)
+        assert message.startswith(f"invalid query at column {column}: parentheses and calls nested more than 100 "
+                                  f"deep; write the expression flatter"), message
+        assert len(message) < 300, message  # the text is cut short
+    assert q(graph, "(" * 100 + "//lib:a" + ")" * 100) == ["//lib:a"]
+    # A chain of operators is as deep as it is long: walked, never recursed into.
+    chain = " + ".join(["//lib:a"] * 3000) + " - //lib:a + //app:img ^ //app:img"
+    assert query_patterns(chain) == ["//lib:a", "//app:img"]
+    assert q(graph, chain) == ["//app:img"]
+
+
 def test_evaluation_errors(graph: TargetGraph) -> None:
     with pytest.raises(ConfigError, match=r"unknown target //lib:unused_lb; did you mean //lib:unused-lib\?"):
         evaluate_query("deps(//lib:unused_lb)", graph)

@@ -23,6 +23,8 @@ Expressions::
 Set operators are left-associative with equal precedence (as in Bazel), so
 ``a + b - c`` is ``(a + b) - c``; use parentheses otherwise. ``-`` must be
 preceded by a space when it follows a word (``//a:x-y`` is one label).
+Parentheses and function calls nest at most ``MAX_NESTING`` deep; a chain of
+operators may be as long as it likes.
 Words may be quoted with ' or " (needed for regexes with special characters).
 
 Use: ``graph = load_graph(root, schemas, query_patterns(text))`` then
@@ -93,6 +95,7 @@ _FUNCTIONS: dict[str, tuple[str, ...]] = {
     "somepath": ("e", "e"),
     "allpaths": ("e", "e"),
 }
+MAX_NESTING = 100  # parentheses and calls inside each other
 _OPS = {"+": "+", "union": "+", "-": "-", "except": "-", "^": "^", "intersect": "^"}
 _WORD_START = re.compile(r"[A-Za-z0-9_/:.*@~$]")
 _WORD_CHARS = re.compile(r"[A-Za-z0-9_/:.*@~$\-=#%&!\[\]{}|?]*")
@@ -146,6 +149,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0  # parentheses and calls open around the current token
 
     @property
     def tok(self) -> _Token:
@@ -178,17 +182,25 @@ class _Parser:
 
     def primary(self) -> Expr:
         tok = self.tok
-        if tok.kind == "(":
-            self.take()
-            inner = self.expr()
-            self.expect(")", "')'")
-            return inner
-        if tok.kind == "word" and self.tokens[self.i + 1].kind == "(":
-            return self.call()
+        if tok.kind == "(" or (tok.kind == "word" and self.tokens[self.i + 1].kind == "("):
+            if self.depth == MAX_NESTING:
+                raise _QueryError(tok.pos, f"parentheses and calls nested more than {MAX_NESTING} deep; "
+                                           f"write the expression flatter (X + Y + Z needs none)")
+            self.depth += 1
+            try:
+                return self.group() if tok.kind == "(" else self.call()
+            finally:
+                self.depth -= 1
         if tok.kind in ("word", "qword"):
             self.take()
             return PatternExpr(tok.text, tok.pos)
         raise _QueryError(tok.pos, f"expected a target pattern, a function or '(', found {_describe(tok)}")
+
+    def group(self) -> Expr:
+        self.take()
+        inner = self.expr()
+        self.expect(")", "')'")
+        return inner
 
     def call(self) -> FuncExpr:
         name_tok = self.take()
@@ -243,7 +255,8 @@ def parse_query(text: str) -> Expr:
     try:
         return _Parser(text).parse()
     except _QueryError as err:
-        raise ConfigError(f"invalid query at column {err.pos + 1}: {err}: {text!r}") from None
+        shown = text if len(text) <= 200 else f"{text[:100]}…"
+        raise ConfigError(f"invalid query at column {err.pos + 1}: {err}: {shown!r}") from None
 
 
 def query_patterns(expr: Expr | str) -> list[str]:
@@ -252,19 +265,15 @@ def query_patterns(expr: Expr | str) -> list[str]:
     if isinstance(expr, str):
         expr = parse_query(expr)
     found: dict[str, None] = {}
-
-    def walk(e: Expr | str | int) -> None:
+    stack: list[Expr | str | int] = [expr]  # not recursive: a chain of operators is as deep as it is long
+    while stack:
+        e = stack.pop()
         if isinstance(e, PatternExpr):
             found[e.text] = None
         elif isinstance(e, SetExpr):
-            walk(e.left)
-            walk(e.right)
+            stack += [e.right, e.left]
         elif isinstance(e, FuncExpr):
-            for index, arg in enumerate(e.args):
-                if _FUNCTIONS[e.name][index] == "e":
-                    walk(arg)
-
-    walk(expr)
+            stack += reversed([arg for index, arg in enumerate(e.args) if _FUNCTIONS[e.name][index] == "e"])
     return list(found)
 
 
@@ -280,12 +289,15 @@ def _eval(e: Expr, graph: "TargetGraph", pkg: str) -> set[Label]:
     if isinstance(e, PatternExpr):
         return set(graph.resolve(e.text, pkg))
     if isinstance(e, SetExpr):
-        left, right = _eval(e.left, graph, pkg), _eval(e.right, graph, pkg)
-        if e.op == "+":
-            return left | right
-        if e.op == "-":
-            return left - right
-        return left & right
+        chain: list[SetExpr] = []  # a + b + c is ((a + b) + c): walked, not recursed into
+        while isinstance(e, SetExpr):
+            chain.append(e)
+            e = e.left
+        result = _eval(e, graph, pkg)
+        for node in reversed(chain):
+            right = _eval(node.right, graph, pkg)
+            result = result | right if node.op == "+" else result - right if node.op == "-" else result & right
+        return result
     name, args = e.name, e.args
     if name == "deps":
         depth = args[1] if len(args) > 1 else None
