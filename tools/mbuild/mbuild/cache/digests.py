@@ -68,7 +68,9 @@ class StatCache:
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple] = []
         if db_path is not None:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
+            from .store import make_store_folder  # (store.py imports this module)
+
+            make_store_folder(db_path.parent)
             try:
                 self._db = sqlite3.connect(str(db_path), timeout=30, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..atomicfile import write_bytes
+from ..errors import ConfigError
 from .digests import hash_file
 from .keys import canonical
 
@@ -78,6 +79,17 @@ class ActionRecord:
         return cls(**doc)
 
 
+def make_store_folder(path: Path) -> None:
+    """Create the store's folder ``path`` (with its parents); one that cannot
+    be made (under a file, on a read-only or virtual file system) is a
+    configuration error naming it, not a failed build."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cache folder {path}: cannot create it ({err.strerror}); point --cache-dir, "
+                          f"MBUILD_CACHE_DIR or [cache] dir in WORKSPACE.toml at a folder mbuild can write") from None
+
+
 class LocalStore:
     def __init__(self, root: Path, max_size: int | None = None) -> None:
         self.root = Path(root).expanduser()
@@ -104,7 +116,7 @@ class LocalStore:
         with self._use_lock:
             if self._use_fd is not None:
                 return
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_store_folder(self.root)
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             session = self.root / "users" / f"{os.getpid()}-{secrets.token_hex(4)}"
             self._use_fd, self._use_close = fd, weakref.finalize(self, _leave, fd, session)
