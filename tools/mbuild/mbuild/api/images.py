@@ -78,14 +78,23 @@ def image_result(ctx: RuleContext, st, user: str = "") -> list[Provider]:
         st = st.with_entrypoint(list(ctx.attr("entrypoint")))
     if ctx.attr("cmd"):
         st = st.with_cmd(list(ctx.attr("cmd")))
-    providers: list[Provider] = [Stage(st)]
+    return [Stage(st), *image_providers(ctx)]
+
+
+def image_providers(ctx: RuleContext) -> list[Provider]:
+    """The Image and Service of a target with ``image`` set (its ``push``,
+    ``service``, ``container_name`` and ``publish``), else none; a name that
+    is no image reference, or ``push`` with no name, is an error at the
+    target."""
     name = ctx.attr("image")
-    if name:
-        try:
-            normalize_image_ref(name)
-        except ValueError as e:
-            raise ctx.error(f"attribute 'image': {e}; use a name like my-app:latest") from None
-        providers.append(Image(name, push=bool(ctx.attr("push"))))
-        providers.append(Service(ctx.attr("service") or ctx.label.name, ctx.attr("container_name"),
-                                 tuple(ctx.attr("publish"))))
-    return providers
+    if ctx.attr("push") and not name:
+        raise ctx.error("push = True needs `image`, the name to push the image as (like "
+                        "registry.example.com/team/app:1)")
+    if not name:
+        return []
+    try:
+        normalize_image_ref(name)
+    except ValueError as e:
+        raise ctx.error(f"attribute 'image': {e}; use a name like my-app:latest") from None
+    return [Image(name, push=bool(ctx.attr("push"))),
+            Service(ctx.attr("service") or ctx.label.name, ctx.attr("container_name"), tuple(ctx.attr("publish")))]

@@ -30,6 +30,7 @@ import re
 from mbuild.api import v1 as mb
 
 from ..analysis.providers import DockerfileBuild
+from ..api.images import image_providers
 from ..loading.workspace import BaseImage
 
 # The image attributes a Dockerfile target takes (its config is the Dockerfile's).
@@ -93,9 +94,11 @@ def instructions(text: str) -> list[tuple[int, str, str]]:
     return out
 
 
-def from_images(text: str, build_args: dict[str, str], fail) -> dict[str, str]:
+def from_images(text: str, build_args: dict[str, str], fail, target: str = "") -> dict[str, str]:
     """Each image the FROM lines name -> the platform it is pulled for ("" for
-    the one built, else the FROM's ``--platform``), global ARGs expanded."""
+    the one built, else the FROM's ``--platform``), global ARGs expanded. A
+    Dockerfile without FROM, or a ``target`` no stage is named, is ``fail``ed
+    (the frontend would fail without naming the target)."""
     args: dict[str, str] = {"TARGETPLATFORM": "", "BUILDPLATFORM": ""}
     stages: set[str] = set()
     images: dict[str, str] = {}
@@ -128,6 +131,11 @@ def from_images(text: str, build_args: dict[str, str], fail) -> dict[str, str]:
             elif "BUILDPLATFORM" in platform:
                 platform = "build"
             images[image] = platform
+    if not seen_from:
+        raise fail("no FROM line; a Dockerfile starts with FROM IMAGE (after its ARGs)")
+    if target and target.lower() not in stages:
+        named = ", ".join(sorted(stages)) or "none is named (FROM IMAGE AS NAME)"
+        raise fail(f"no stage {target!r} for attribute 'target' (stages: {named})")
     return images
 
 
@@ -169,7 +177,7 @@ def _dockerfile(ctx):
     def fail(message: str):
         return ctx.error(f"{src}: {message}")
 
-    images = from_images(path.read_text(errors="replace"), args, fail)
+    images = from_images(path.read_text(errors="replace"), args, fail, ctx.attr("target"))
     ignore = ignore_file(root, src, context)
     patterns = read_dockerignore(root / ignore) if ignore else []
     files = _context_files(root, context, patterns)
@@ -187,13 +195,7 @@ def _dockerfile(ctx):
                             build_args=args, bases=bases, context_files=files,
                             base_platforms={ref: p for ref, p in images.items() if p},
                             labels=dict(ctx.attr("labels")))
-    providers = [build]
-    name = ctx.attr("image")
-    if name:
-        providers.append(mb.Image(name, push=bool(ctx.attr("push"))))
-        providers.append(mb.Service(ctx.attr("service") or ctx.label.name, ctx.attr("container_name"),
-                                    tuple(ctx.attr("publish"))))
-    return providers
+    return [build, *image_providers(ctx)]
 
 
 def normalize(ref: str) -> str:
