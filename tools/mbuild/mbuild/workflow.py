@@ -222,7 +222,6 @@ def keys_for(loaded: Loaded, analysed: Analysed, store):
                         for p, infos in (analysed.variants or {analysed.platform: analysed.infos}).items()}
     finally:
         stat_cache.close()
-    warn_unpinned(loaded.workspace, set(analysed.bases))  # only now: never before an error about a source
     return job_keys(per_platform, analysed.target_platforms, analysed.platform)
 
 
@@ -249,6 +248,7 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
     from .cache.remote import open_safe_remote
     from .execution.remote import RemoteActions
 
+    said = "--remote (or MBUILD_REMOTE_CACHE)" if url else "WORKSPACE.toml cache.remote"
     url = url or workspace.cache.remote
     if not url:
         return None
@@ -262,7 +262,7 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
                                   headers=dict(workspace.cache.remote_headers),
                                   **{k: v for k, v in limits.items() if v is not None})
     except ValueError as e:
-        raise ConfigError(f"remote cache {url!r}: {e}; use grpc://host:port, grpcs://…, http://host:port/…") from None
+        raise ConfigError(f"{said}: {e}; use grpc://host:port, grpcs://…, http://host:port/…") from None
     return RemoteActions(remote, store, workspace.cache.remote_upload if upload is None else upload)
 
 
@@ -288,6 +288,7 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
                             platform_bases=analysed.variant_bases, unresolved=analysed.unresolved,
                             target_platforms=analysed.target_platforms)
         outcomes = executor.run(targets)
+        warn_unpinned(loaded.workspace, set(analysed.bases))  # after the build: never before an error
     finally:
         if remote is not None:
             remote.remote.close()
