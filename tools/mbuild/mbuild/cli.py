@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("mbuild: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"mbuild: error: {e.format_message()}", err=True)
+        click.echo(f"mbuild: error: {_usage_message(e)}", err=True)
         sys.exit(e.exit_code if e.exit_code else 2)
     except KeyboardInterrupt:
         click.echo("mbuild: interrupted; the solve was cancelled", err=True)
@@ -298,6 +298,15 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"mbuild: error: {report() if report else error}", err=True)
         sys.exit(error.exit_code)
     sys.exit(0)
+
+
+def _usage_message(e: click.ClickException) -> str:
+    """Click's message, with where to read the usage when it has no hint."""
+    message = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None and "did you mean" not in message.lower():
+        message = f"{message.rstrip('.')}; see '{ctx.command_path} --help'"
+    return message
 
 
 def _user_error(e: Exception) -> MbuildError | None:

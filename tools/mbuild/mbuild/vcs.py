@@ -22,6 +22,11 @@ def changed_files(root: Path, since: str) -> set[str]:
     """Workspace-relative files that differ between ``since`` and the working tree
     (committed, staged, unstaged and untracked changes alike)."""
     try:
+        _git(root, "rev-parse", "--git-dir")
+    except ConfigError:
+        raise ConfigError(f"--since {since}: {root} is not in a git repository; --since compares with a commit, "
+                          f"so run it in a git checkout") from None
+    try:
         _git(root, "rev-parse", "--verify", "--quiet", f"{since}^{{commit}}")
     except ConfigError:
         raise ConfigError(f"--since {since}: not a commit in {root}; use a branch, tag or sha (e.g. HEAD~1)") from None
