@@ -68,11 +68,13 @@ class DockerHost:
 
 
 def parse_docker_host(text: str, tls: TLSConfig | None = None, origin: str = "address") -> DockerHost:
-    """``unix:///path`` or ``tcp://host:port`` (DOCKER_HOST syntax)."""
+    """``unix:///path`` or ``tcp://host:port`` (DOCKER_HOST syntax). A bad
+    one is an InvalidAddress naming ``origin`` (DOCKER_HOST, a context)."""
     parts = urlsplit(text.strip())
+    said = f"Docker host {text!r}" + ("" if origin == "address" else f" (from {origin})")
     if parts.scheme == "unix":
         if not parts.path:
-            raise InvalidAddress(f"Docker host {text!r}: use unix:///path/to/docker.sock")
+            raise InvalidAddress(f"{said}: use unix:///path/to/docker.sock")
         return DockerHost("unix", path=parts.path, origin=origin)
     if parts.scheme in ("tcp", "https", "http"):
         try:
@@ -80,10 +82,10 @@ def parse_docker_host(text: str, tls: TLSConfig | None = None, origin: str = "ad
         except ValueError:
             host, port = None, None
         if not host:
-            raise InvalidAddress(f"Docker host {text!r}: use tcp://HOST:PORT")
+            raise InvalidAddress(f"{said}: use tcp://HOST:PORT")
         port = port or (2376 if tls is not None else 2375)
         return DockerHost("tcp", host=host, port=port, tls=tls, origin=origin)
-    raise InvalidAddress(f"Docker host {text!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT "
+    raise InvalidAddress(f"{said}: use unix:///path/to/docker.sock or tcp://HOST:PORT "
                          "(ssh:// and npipe:// are not supported)")
 
 
