@@ -90,7 +90,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
             return
     else:
         targets = resolve_labels(loaded, labels)
-    display = make_display(progress)
+    display = make_display(progress, log_dir=loaded.workspace.output_path / "logs")
     try:
         outcomes, analysed, daemon = execute(loaded, targets, display, jobs, no_cache=no_cache,
                                              remote_url=remote_url, remote_upload=remote_upload,

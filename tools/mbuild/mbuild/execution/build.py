@@ -467,10 +467,7 @@ class Executor:
     # ------------------------------------------------------------------ generated files
 
     def _output_path(self, rel: str) -> Path:
-        out = Path(self.workspace.output_dir)
-        if not out.is_absolute():
-            out = self.workspace.root / out
-        return out / rel
+        return self.workspace.output_path / rel
 
     def _output_key(self, label: Label, key: str) -> str:
         """A generated file's key also covers what its images were built as:

@@ -170,6 +170,11 @@ class Workspace:
         """Path of WORKSPACE.toml."""
         return self.root / WORKSPACE_FILE
 
+    @property
+    def output_path(self) -> Path:
+        """The output folder, absolute (``output_dir`` is relative to the workspace root)."""
+        return self.output_dir if Path(self.output_dir).is_absolute() else self.root / self.output_dir
+
 
 def find_workspace(start: Path) -> Path:
     """Return the nearest directory at or above ``start`` holding WORKSPACE.toml."""
