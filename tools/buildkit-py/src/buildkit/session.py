@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import secrets as _random
 import socket
-import tempfile
 import threading
 from concurrent import futures
 from typing import Iterator, Protocol, Sequence
@@ -31,6 +30,7 @@ from typing import Iterator, Protocol, Sequence
 import grpc
 
 from .proto import control_pb2, control_pb2_grpc
+from . import socketdirs
 from .transport import MAX_MESSAGE, Connection, splice_upgraded
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -67,7 +67,7 @@ class Session:
         self._shared_key = shared_key or self.id
         self._name = name
         self._grpc_stream = grpc_stream  # use Control.Session even on a Docker engine
-        self._dir = tempfile.mkdtemp(prefix="buildkit-session-")
+        self._dir = socketdirs.make("session")
         self._server: grpc.Server | None = None
         self._sock: socket.socket | None = None
         self._call = None
@@ -157,12 +157,7 @@ class Session:
             self._sock.close()
         if self._server is not None:
             self._server.stop(grace=1).wait(2)
-        try:
-            for name in os.listdir(self._dir):
-                os.unlink(os.path.join(self._dir, name))
-            os.rmdir(self._dir)
-        except OSError:
-            pass
+        socketdirs.remove(self._dir)
 
     def __enter__(self) -> "Session":
         return self.start()

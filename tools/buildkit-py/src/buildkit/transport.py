@@ -24,12 +24,12 @@ import asyncio
 import os
 import socket
 import ssl
-import tempfile
 import threading
 from typing import Mapping, Sequence
 
 import grpc
 
+from . import socketdirs
 from .address import Address, parse_address
 from .dockerhost import DockerHost
 from .errors import Unreachable
@@ -205,7 +205,7 @@ class UpgradeRelay:
 
     def __init__(self, host: DockerHost) -> None:
         self.host = host
-        self._dir = tempfile.mkdtemp(prefix="buildkit-relay-")
+        self._dir = socketdirs.make("relay")
         self.path = os.path.join(self._dir, "grpc.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -234,14 +234,7 @@ class UpgradeRelay:
         try:
             self._listener.close()
         finally:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            try:
-                os.rmdir(self._dir)
-            except OSError:
-                pass
+            socketdirs.remove(self._dir)
 
 
 # --------------------------------------------------------------------------- channels

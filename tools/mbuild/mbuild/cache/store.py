@@ -194,6 +194,19 @@ class LocalStore:
         found.extend(self.root / "last" / n for n in _names(self.root / "last") if n[0] == ".")
         return found
 
+    @contextlib.contextmanager
+    def temporary_dir(self, prefix: str) -> Iterator[Path]:
+        """A folder for an operation's temporaries (an export's archive, a
+        download being checked), inside the store as a dot-folder, removed
+        afterwards: what a killed process leaves there is swept like any
+        temporary of the store's, never left in TMPDIR."""
+        self.use()
+        path = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{prefix}-"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
     def _lock_files(self) -> list[Path]:
         return [self.root / "locks" / n for n in _names(self.root / "locks") if n.endswith(".lock")]
 

@@ -14,7 +14,6 @@ For each job, in dependency order and in parallel where independent:
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -220,7 +219,7 @@ class Executor:
         self._check_bases(label, platforms)
         # The blobs are kept for the remote cache; an image index is cached locally only.
         keep_blobs = info.image is not None and self.remote is not None and self.remote.upload and single
-        with tempfile.TemporaryDirectory(prefix="mbuild-export-") as tmp:
+        with self.store.temporary_dir("export") as tmp:
             archive = Path(tmp) / "image.tar" if keep_blobs else None
             result = self._solve(label, info, platforms, archive)
             blobs: tuple = ()
@@ -335,7 +334,7 @@ class Executor:
         engine = self.daemon.engine
         if engine is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="mbuild-upload-") as tmp:
+        with self.store.temporary_dir("upload") as tmp:
             archive = Path(tmp) / "image.tar"
             try:
                 with open(archive, "wb") as out:
@@ -497,6 +496,7 @@ class Executor:
         if not self.no_cache:
             record = self.store.get(key)
             if self._restore_file(record, rel, path):
+                self._local_hits.append(record)  # the remote may lack it (an upload killed, say)
                 return self._outcome(info, record, cached=True, t0=t0, source="local-cache")
             record = self.remote.fetch(key) if self.remote else None
             if self._restore_file(record, rel, path):

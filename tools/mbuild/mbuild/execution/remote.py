@@ -50,7 +50,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -223,12 +222,8 @@ class RemoteActions:
 
     @contextlib.contextmanager
     def _staging(self) -> Iterator["_Staging"]:
-        self.store.root.mkdir(parents=True, exist_ok=True)
-        stage = _Staging(self.remote, self.store, Path(tempfile.mkdtemp(dir=self.store.root, prefix=".remote-")))
-        try:
-            yield stage
-        finally:
-            shutil.rmtree(stage.dir, ignore_errors=True)
+        with self.store.temporary_dir("remote") as folder:
+            yield _Staging(self.remote, self.store, folder)
 
     def _reject(self, reason: str) -> None:
         reject = getattr(self.remote, "reject", None)  # SafeRemote: one warning per run
@@ -475,6 +470,7 @@ def _load(store: LocalStore, engine: Engine, record: ActionRecord, omit: set[str
     blobs = [b for b in record.blobs if b["digest"] not in omit]
     if not has_blobs(store, blobs):
         return False
+    store.use()  # the archive is a temporary of the store's (swept if this process dies)
     fd, tmp = tempfile.mkstemp(dir=store.root, prefix=".restore-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out:
