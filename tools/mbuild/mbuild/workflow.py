@@ -275,7 +275,7 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
     from .execution.build import BuildOptions, Executor
 
     daemon = Daemon(loaded.workspace.buildkit)
-    remote = None
+    remote = store = None
     try:
         analysed = analyse(loaded, targets, daemon, platforms)
         store = LocalStore(loaded.workspace.cache.dir, loaded.workspace.cache.max_size)
@@ -289,11 +289,13 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
                             target_platforms=analysed.target_platforms)
         outcomes = executor.run(targets)
         warn_unpinned(loaded.workspace, set(analysed.bases))  # after the build: never before an error
+        store.evict()
     finally:
         if remote is not None:
             remote.remote.close()
         daemon.close()
-    store.evict()
+        if store is not None:
+            store.close()  # leave the store's users (a server's child ends with os._exit)
     return outcomes, analysed, daemon
 
 
