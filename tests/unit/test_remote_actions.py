@@ -84,8 +84,10 @@ def fetcher(content: Content, tmp_path: Path) -> tuple[RemoteActions, LocalStore
 
 
 def stored(store: LocalStore) -> set[str]:
-    """The blobs in *store* (and no temporary files anywhere under it)."""
-    files = [p for p in store.root.rglob("*") if p.is_file()] if store.root.exists() else []
+    """The blobs in *store* (and no temporary files anywhere under it; the
+    session files under ``users/`` are the store's own bookkeeping of who uses it)."""
+    files = [p for p in store.root.rglob("*") if p.is_file() and p.parent.name != "users"] \
+        if store.root.exists() else []
     assert all(p.parent.parent.name == "cas" for p in files), files
     return {p.name for p in files}
 
