@@ -23,15 +23,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from buildkit.dockerhost import DockerHost
-
-
-class _Connection(http.client.HTTPConnection):
-    def __init__(self, host: DockerHost, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._docker = host
-
-    def connect(self) -> None:
-        self.sock = self._docker.dial(self.timeout)
+from buildkit.engineinfo import EngineConnection
 
 
 class EngineError(Exception):
@@ -68,7 +60,7 @@ class Engine:
             self._image_store.close()
 
     def _request(self, method: str, path: str, body: Any = None, headers: dict | None = None) -> tuple[int, bytes]:
-        conn = _Connection(self.host, self.timeout)
+        conn = EngineConnection(self.host, self.timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -103,7 +95,7 @@ class Engine:
         message if the push failed."""
         repo, tag = _split_tag(name)
         headers = {"X-Registry-Auth": auth or _ANONYMOUS}
-        conn = _Connection(self.host, max(self.timeout, 600.0))
+        conn = EngineConnection(self.host, max(self.timeout, 600.0))
         try:
             conn.request("POST", f"/images/{quote(repo, safe='')}/push?tag={quote(tag)}", headers=headers)
             resp = conn.getresponse()
@@ -134,7 +126,7 @@ class Engine:
         """``docker save`` of ``name`` into ``out`` (with the containerd image
         store: an OCI layout holding the image's own manifest, or index, and
         a ``manifest.json`` for ``docker load``)."""
-        conn = _Connection(self.host, max(self.timeout, 600.0))
+        conn = EngineConnection(self.host, max(self.timeout, 600.0))
         try:
             conn.request("GET", f"/images/get?names={quote(name, safe='')}")
             resp = conn.getresponse()
