@@ -15,7 +15,6 @@ then :func:`engine_for` returns None and images are exported, not loaded.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import threading
