@@ -252,6 +252,18 @@ def lock(ctx) -> None:
             click.echo(f"{image.name}: {image.ref}@{digests[image.name]}", err=True)
 
 
+@cli.command(name="server", context_settings={"ignore_unknown_options": True})
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+def server_cmd(action: str) -> None:
+    """Start, stop or check the optional warm server (see README: it takes the
+    imports off every build, and never answers differently)."""
+    from .entry import server_command
+
+    code = server_command([action])
+    if code:
+        sys.exit(code)
+
+
 @cli.command(name="help")
 @click.argument("rule", required=False)
 @click.pass_context

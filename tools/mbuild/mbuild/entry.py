@@ -40,7 +40,12 @@ def server_command(args: list[str]) -> int:
         if server.running():
             print(f"mbuild: a server is already running ({server.socket_path()})", file=sys.stderr)
             return 0
-        print(f"mbuild: server started ({server.start_background()})", file=sys.stderr)
+        try:
+            started = server.start_background()
+        except (RuntimeError, OSError) as e:
+            print(f"mbuild: error: mbuild server start: {e}", file=sys.stderr)
+            return 1
+        print(f"mbuild: server started ({started})", file=sys.stderr)
         return 0
     if args == ["stop"]:
         print("mbuild: server stopped" if server.stop() else "mbuild: no server was running", file=sys.stderr)

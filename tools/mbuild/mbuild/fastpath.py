@@ -88,7 +88,7 @@ def _tool_dirs() -> list[str]:
     return dirs
 
 
-def _mbuild_files() -> list[str]:
+def tool_files() -> list[str]:
     """The tool's own modules: any change to them falls through to a real build."""
     out = []
     for top in _tool_dirs():
@@ -164,7 +164,7 @@ def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], en
         doc = {
             "version": STAMP_VERSION,
             "engine": engine_socket,
-            "files": {p: _facts(p) for p in sorted(set(files) | set(_mbuild_files()))},
+            "files": {p: _facts(p) for p in sorted(set(files) | set(tool_files()))},
             "dirs": {d: _facts(d) for d in sorted(set(dirs))},
             "images": images,
             "outputs": outputs,
@@ -202,7 +202,7 @@ def try_noop(argv: list[str]) -> dict | None:
         return None
     if doc.get("version") != STAMP_VERSION:
         return None
-    if not set(_mbuild_files()) <= set(doc["files"]):
+    if not set(tool_files()) <= set(doc["files"]):
         return None  # mbuild itself changed (a module was added)
     for path, facts in doc["files"].items():  # None: the file was absent, and must still be
         if _facts(path) != facts:

@@ -112,7 +112,7 @@ def _recv(sock: socket.socket, with_fds: bool = False):
 
 def try_server(argv: list[str]) -> int | None:
     """Run the command on a warm server; its exit code, or None to run it here."""
-    if os.environ.get("MBUILD_SERVER") == "0" or (argv[:1] == ["server"]):
+    if os.environ.get("MBUILD_SERVER") == "0":
         return None
     path = socket_path()
     if not os.path.exists(path) or not _private_dir(os.path.dirname(path)):
@@ -172,25 +172,39 @@ def _preload() -> None:
     from .ui import progress  # noqa: F401
 
 
-def _code_facts() -> dict[str, tuple[int, int]]:
-    out = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
+def _code_facts() -> dict[str, tuple[int, int] | None]:
+    """Every file of the code a command may run: each module loaded now, and
+    every module and proto of mbuild and buildkit-py whether loaded yet or not
+    (a child that imports a changed one beside stale loaded ones would run a
+    mix of old and new code). None for a file that is absent."""
+    from .fastpath import tool_files
+
+    paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())} | set(tool_files())
+    out: dict[str, tuple[int, int] | None] = {}
+    for path in paths:
         if path:
             try:
                 st = os.stat(path)
             except OSError:
+                out[path] = None
                 continue
             out[path] = (st.st_mtime_ns, st.st_size)
     return out
 
 
-def _changed(facts: dict[str, tuple[int, int]]) -> str | None:
+def _changed(facts: dict[str, tuple[int, int] | None]) -> str | None:
+    """A file that changed, appeared or went away since the server started; or None."""
+    from .fastpath import tool_files
+
+    if set(tool_files()) - set(facts):
+        return "a new module"
     for path, fact in facts.items():
         try:
             st = os.stat(path)
         except OSError:
-            return path
+            if fact is not None:
+                return path
+            continue
         if (st.st_mtime_ns, st.st_size) != fact:
             return path
     return None
@@ -204,9 +218,9 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: lis
     conn.close()
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
-    for fd in fds:
-        if fd > 2:
-            os.close(fd)
+    # Nothing else of the server's: not the client sockets of other commands
+    # (a waiting client must see its own child end, not another's).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") < 1 << 16 else 1 << 16)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -349,17 +363,19 @@ def start_background() -> str:
 
     path = socket_path()
     os.makedirs(server_dir(), mode=0o700, exist_ok=True)
-    log = open(os.path.join(server_dir(), os.path.basename(path)[:-5] + ".log"), "ab")
     if not _private_dir(os.path.dirname(path)):
-        raise RuntimeError(f"{os.path.dirname(path)} is not a private folder of this user")
-    subprocess.Popen([sys.executable, "-m", "mbuild.server", "--serve"], stdin=subprocess.DEVNULL, stdout=log,
-                     stderr=log, start_new_session=True, close_fds=True)
+        raise RuntimeError(f"{os.path.dirname(path)} is not a private folder of this user; remove it, or set "
+                           "XDG_RUNTIME_DIR to a folder of yours")
+    log_path = os.path.join(server_dir(), os.path.basename(path)[:-5] + ".log")
+    with open(log_path, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "mbuild.server", "--serve"], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=log, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if running():
             return path
         time.sleep(0.05)
-    raise RuntimeError(f"the mbuild server did not start; see {log.name}")
+    raise RuntimeError(f"the server did not start within 30 s; see {log_path}")
 
 
 def stop() -> bool:
