@@ -216,7 +216,7 @@ class ContainerdImageStore:
     def _write(self, blob: Blob, md, labels: Mapping[str, str]) -> None:
         if not blob.path.is_file():
             raise ImageStoreError(f"blob {blob.digest} is neither in containerd nor at {blob.path}")
-        ref = f"buildkit-py-{blob.digest}"
+        ref = f"buildkit-py-{blob.digest}-{secrets.token_hex(4)}"  # two writers of one blob must not share a ref
 
         def requests():
             offset = 0

@@ -371,10 +371,13 @@ class Executor:
             if archive is not None:  # the same image as OCI blobs, for the caches
                 attrs = {k: v for k, v in load.attrs.items() if k not in ("name", "unpack")}
                 exports.append(exporters.Export("oci", attrs, archive))
-        secrets, ssh = declared_sources(
-            [i for p in platforms for i in self._job_infos(label, p)], self.workspace.root,
-            self.options.secrets, self.options.ssh)
-        redactor = Redactor(secret_values(secrets))
+        try:
+            secrets, ssh = declared_sources(
+                [i for p in platforms for i in self._job_infos(label, p)], self.workspace.root,
+                self.options.secrets, self.options.ssh)
+            redactor = Redactor(secret_values(secrets))
+        except (SecretError, SSHError) as e:
+            raise _unreadable_source(info, label, e) from None
         sink = None
         if self.on_event:
             sink = (lambda ev: self.on_event(label, redactor.event(ev))) if redactor else \
@@ -399,8 +402,7 @@ class Executor:
             states = {p: self._variant(label, p).stage for p in platforms}
             return self.client().build(platform_build(states), SolveRequest(**common), on_event=sink)
         except (SecretError, SSHError) as e:  # a source that cannot be read now: say which target wants it
-            raise ConfigError(f"{info.location}: {label}: {e}; set it, or give --secret id=… / --ssh id=… "
-                              f"on the command line") from None
+            raise _unreadable_source(info, label, e) from None
         except BaseException as e:
             raise redactor.error(e) if redactor else e
 
@@ -511,3 +513,9 @@ class Executor:
         if self.remote is not None:
             self.remote.publish(record)
         return self._outcome(info, record, cached=False, t0=t0, source="render")
+
+
+def _unreadable_source(info: TargetInfo, label: Label, err: Exception) -> ConfigError:
+    """A secret or SSH agent that cannot be read when the solve starts, at the target that wants it."""
+    return ConfigError(f"{info.location}: {label}: {err}; set it, or give --secret id=… / --ssh id=… "
+                       f"on the command line")

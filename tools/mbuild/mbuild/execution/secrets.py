@@ -111,9 +111,14 @@ class Redactor:
 
 
 def secret_values(sources: Mapping) -> list[bytes]:
-    """The current values of ``sources`` (SecretSource by id) that can be read."""
+    """The current values of ``sources`` (SecretSource by id), for masking.
+
+    Each is checked before it is read (``SecretSource.check`` raises
+    ``SecretError``): a FIFO, a device or a file over BuildKit's limit is
+    refused, never read into memory."""
     out = []
     for source in sources.values():
+        source.check()
         data = source.read()
         if data:
             out.append(data)
