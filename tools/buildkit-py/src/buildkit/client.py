@@ -263,8 +263,20 @@ class Client:
 
     # ------------------------------------------------------------------ introspection
 
+    def _ask(self, what: str, call):
+        """``call()``, a Control RPC: a daemon that went away, or refused, is a
+        :class:`BuildKitError` naming ``what``, never a bare ``grpc.RpcError``."""
+        try:
+            return call()
+        except grpc.RpcError as e:
+            details = (e.details() if hasattr(e, "details") else "") or e.code().name
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise DaemonGone(f"BuildKit at {self.address} went away ({what}): {details}") from None
+            raise BuildKitError(f"BuildKit at {self.address} refused {what}: {details}") from None
+
     def workers(self) -> list:
-        return list(self._control.ListWorkers(control_pb2.ListWorkersRequest(), timeout=10).record)
+        return self._ask("listing its workers", lambda: list(
+            self._control.ListWorkers(control_pb2.ListWorkersRequest(), timeout=10).record))
 
     def platforms(self) -> list[Platform]:
         """Platforms the daemon's workers can build for (emulated ones included)."""
@@ -297,7 +309,7 @@ class Client:
     def disk_usage(self, filters: Sequence[str] = ()) -> list:
         """BuildKit's cache records (``UsageRecord``), optionally filtered."""
         req = control_pb2.DiskUsageRequest(filter=list(filters))
-        return list(self._control.DiskUsage(req, timeout=60).record)
+        return self._ask("its disk usage", lambda: list(self._control.DiskUsage(req, timeout=60).record))
 
     def prune(self, filters: Sequence[str], all_records: bool = True) -> list:
         """Remove the cache records matching ``filters`` (containerd filter syntax,
@@ -309,7 +321,7 @@ class Client:
         if not filters:
             raise ValueError("prune needs filters: the engine's build cache is shared")
         req = control_pb2.PruneRequest(filter=list(filters), all=all_records)
-        return list(self._control.Prune(req, timeout=120))
+        return self._ask("a prune", lambda: list(self._control.Prune(req, timeout=120)))
 
     def caps(self) -> frozenset[str]:
         """The daemon's enabled LLB capabilities, read through the gateway's Ping."""
