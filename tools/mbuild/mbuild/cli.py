@@ -124,7 +124,10 @@ def _build_options(cwd: Path, push: bool, outputs, secrets, ssh):
         agents = parse_ssh_specs(ssh)
     except (SecretError, SSHError) as e:
         raise ConfigError(f"{'--secret' if isinstance(e, SecretError) else '--ssh'}: {e}") from None
-    # A relative src is the caller's, as for buildx: make it absolute here.
+    # A relative src is the caller's (-C DIR included), as for buildx: make it
+    # absolute here; an id alone is its variable if set, else the file of that
+    # name (buildx's default), which is relative to the same folder.
+    sources = {sid: src.resolved() for sid, src in sources.items()}
     sources = {sid: SecretSource(sid, file=str(cwd / Path(src.file).expanduser()), env=None)
                if src.file is not None else src for sid, src in sources.items()}
     return BuildOptions(push=push, outputs=tuple(parse_output(o, cwd) for o in outputs), secrets=sources,
