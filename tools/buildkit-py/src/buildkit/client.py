@@ -57,7 +57,7 @@ from .filesend import FileSendServicer
 from .filesync import FileSyncServicer, LocalDir
 from .gateway import BuildResult, Gateway, ResolvedImage, definition_pb
 from .llb.platform import Platform
-from .proto import control_pb2, control_pb2_grpc, gateway_pb2, ops_pb2
+from .proto import control_pb2, control_pb2_grpc, ops_pb2
 from .secrets import SecretSource, SecretsService
 from .session import Session, new_session_id
 from .sshforward import SSHAgent, SSHForwardService
@@ -162,8 +162,6 @@ def _local_caches(imports: Sequence[CacheEntry], exports: Sequence[CacheEntry]):
     directory's ``index.json`` records under a tag (default ``latest``).
     Returns the entries to send, the stores to serve and the export tags.
     """
-    from pathlib import Path
-
     from .content import read_tag, store_id
 
     stores: dict[str, Path] = {}

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-VERSIONS = ("v1",)
-
-
 def modules() -> dict[str, tuple[ModuleType, str]]:
     """Each importable API module's name -> (module, version), for the rule module loader."""
     from . import v1
 
-    return {"mbuild.api.v1": (v1, "v1")}
+    return {"mbuild.api.v1": (v1, v1.VERSION)}

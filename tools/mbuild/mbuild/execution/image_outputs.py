@@ -80,7 +80,7 @@ class Pushed:
 
 def push_image(engine: Engine | None, name: str, digest: str) -> Pushed:
     """Push the engine's ``name`` (built as ``digest``) unless the registry has it."""
-    from buildkit.dockerconfig import credentials
+    from buildkit.auth import credentials_for
     from buildkit.llb import parse_image_ref
 
     from .registry import pushed_digest
@@ -88,11 +88,7 @@ def push_image(engine: Engine | None, name: str, digest: str) -> Pushed:
     if engine is None:
         raise ConfigError(f"pushing {name}: mbuild pushes the image a Docker engine holds; use buildkit = "
                           f"\"docker://\" (a standalone buildkitd has no image store to push from)")
-    host = parse_image_ref(name).domain
-    try:
-        creds = credentials(host)
-    except Exception:  # noqa: BLE001 - an unreadable docker config means anonymous, as for the docker CLI
-        creds = ("", "")
+    creds = credentials_for(parse_image_ref(name).domain)  # an unreadable docker config is anonymous
     if pushed_digest(name, creds) == digest:
         return Pushed(name, digest, False)
     try:

@@ -50,9 +50,9 @@ def _bearer_token(challenge: str, repo: str, timeout: float, basic: str | None =
 def _basic(credentials: tuple[str, str] | None) -> str | None:
     if not credentials or not credentials[1]:
         return None
-    import base64
+    from ..cache.remote.base import basic_auth_header
 
-    return "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    return basic_auth_header(*credentials)
 
 
 def _head_digest(base: str, repo: str, tag: str, timeout: float,
@@ -90,11 +90,6 @@ class RegistryAnswer(LookupError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-def registry_base(domain: str) -> str:
-    """The registry API's base URL for a registry host (plain HTTP for local ones, as the engine does)."""
-    return _base_url(domain)
 
 
 def pushed_digest(ref: str, credentials: tuple[str, str] | None, timeout: float = 10.0) -> str | None:

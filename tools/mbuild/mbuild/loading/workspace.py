@@ -172,7 +172,8 @@ class Workspace:
 
     @property
     def output_path(self) -> Path:
-        """The output folder, absolute (``output_dir`` is relative to the workspace root)."""
+        """The output folder, absolute: ``output_dir`` as WORKSPACE.toml resolved it, or, in a
+        Workspace made by hand (the rule test harness), taken relative to the workspace root."""
         return self.output_dir if Path(self.output_dir).is_absolute() else self.root / self.output_dir
 
 

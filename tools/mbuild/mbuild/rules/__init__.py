@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..analysis.registry import RuleRegistry, public_rules
 from ..analysis.rule import code_path
+from ..api import v1
 from . import container, dockerfile, files
 
 _MODULES = (files, container, dockerfile)
@@ -26,5 +27,5 @@ def builtin_registry() -> RuleRegistry:
         path = code_path(module.__file__)
         digest = "sha256:" + hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()
         for name, decl in public_rules(vars(module)):
-            registry.add(name, decl, {path: digest}, ("v1",), decl.location)
+            registry.add(name, decl, {path: digest}, (v1.VERSION,), decl.location)
     return registry
