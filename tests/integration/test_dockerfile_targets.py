@@ -73,3 +73,30 @@ def test_a_context_change_the_dockerignore_hides_keeps_the_key(dockerfile_build)
     assert build_json(name, cwd=copy.root).records[name]["key"] == first.records[name]["key"]
     explained = mbuild("explain", name, cwd=copy.root).stdout
     assert '"FROM python:3.11-slim": "sha256:' in explained and "apps/api/api/__main__.py" in explained
+
+
+def test_a_context_file_the_workspace_ignores_is_never_read_or_sent(tmp_path, image_names, docker_sdk):
+    """A `dockerfile` target whose context holds a `.env` (and has no ignore
+    file of its own): the workspace's .dockerignore keeps it out of the key and
+    out of what the frontend can read, as for every other target."""
+    from .workspaces import MBUILD, write_tree
+    from ..conftest import BASE_IMAGE
+    import subprocess
+
+    name = image_names("dockerfile-dotenv")
+    write_tree(tmp_path / "ws", {
+        "WORKSPACE.toml": f'name = "df"\n[images.base]\nref = "{BASE_IMAGE}"\n',
+        ".dockerignore": ".env\n**/.env\n",
+        "app/BUILD": f'dockerfile(name = "img", src = "Dockerfile", context = ".", image = "{name}")\n',
+        "app/Dockerfile": f"FROM {BASE_IMAGE}\nCOPY . /ctx/\nRUN ls -A /ctx > /listing\n",
+        "app/hello.txt": "hello\n",
+        "app/.env": "TOKEN=planted-secret-value\n",
+    })
+    run = subprocess.run([*MBUILD, "--cache-dir", str(tmp_path / "cache"), "build", "--json", "//app:img"],
+                         cwd=tmp_path / "ws", capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    listing = subprocess.run(["docker", "run", "--rm", name, "cat", "/listing"], capture_output=True, text=True)
+    assert listing.stdout.split() == ["BUILD", "Dockerfile", "hello.txt"], listing.stdout  # no .env
+    explain = subprocess.run([*MBUILD, "--cache-dir", str(tmp_path / "cache"), "explain", "//app:img"],
+                             cwd=tmp_path / "ws", capture_output=True, text=True, timeout=120)
+    assert explain.returncode == 0 and ".env" not in explain.stdout and "planted" not in explain.stdout

@@ -429,9 +429,17 @@ class Executor:
                                platforms if len(platforms) > 1 or platforms[0] != self.platform else (),
                                labels=build.labels, extra=pins)
         name = Path(build.dockerfile).name
-        # The context filtered by the ignore file the key used: the frontend can read nothing else.
+        # The context is exactly the files the key covers (its ignore file and the
+        # workspace's .dockerignore applied), and the ignore file the frontend
+        # reads from it: the frontend can read nothing else.
         patterns = read_dockerignore(root / build.ignore_file) if build.ignore_file else []
-        local = {CONTEXT: LocalDir(root / build.context if build.context else root, exclude=tuple(patterns)),
+        prefix = f"{build.context}/" if build.context else ""
+        include = [f.removeprefix(prefix) for f in build.context_files]
+        if build.ignore_file and build.ignore_file.startswith(prefix):
+            include.append(build.ignore_file.removeprefix(prefix))
+        # An empty include list would mean "everything": name one no file has.
+        local = {CONTEXT: LocalDir(root / build.context if build.context else root,
+                                   include=tuple(include) or (".mbuild-empty-context",), exclude=tuple(patterns)),
                  DOCKERFILE: LocalDir(root / Path(build.dockerfile).parent, include=(name, f"{name}.dockerignore"))}
         common = {k: v for k, v in common.items() if k != "local_dirs"}
         return SolveRequest(frontend=FRONTEND, frontend_attrs=attrs, local_dirs=local, **common)

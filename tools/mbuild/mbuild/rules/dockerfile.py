@@ -140,15 +140,22 @@ def from_images(text: str, build_args: dict[str, str], fail, target: str = "") -
 
 
 def _context_files(root, context: str, patterns) -> tuple[str, ...]:
-    """The files of the context BuildKit can be sent: what FileSync sends with these excludes."""
+    """The files of the context BuildKit may be sent: what FileSync sends with
+    the Dockerfile's ignore ``patterns``, less what the workspace's
+    ``.dockerignore`` keeps from every build (a context's ``.env`` included):
+    those are never listed, hashed or sent."""
     import stat
 
     from buildkit.fswalk import walk
 
+    from ..loading.sources import IgnoreFile
+
+    workspace = IgnoreFile.load(root)
     base = root / context if context else root
     prefix = f"{context}/" if context else ""
-    return tuple(sorted(prefix + e.path for e in walk(base, exclude=tuple(patterns))
-                        if not stat.S_ISDIR(e.stat.st_mode)))
+    return tuple(sorted(path for path in (prefix + e.path for e in walk(base, exclude=tuple(patterns))
+                                          if not stat.S_ISDIR(e.stat.st_mode))
+                        if not workspace.excluded(path)))
 
 
 def ignore_file(root, dockerfile: str, context: str) -> str | None:
