@@ -66,6 +66,18 @@ def test_a_growing_loop_in_a_bzl_file_stops_at_its_line(tmp_path):
     assert message.startswith("pkg/defs.bzl:3: evaluation needs more than 64 MiB of memory"), message
 
 
+def test_the_memory_limit_counts_what_the_evaluator_holds_not_its_parents_peak(tmp_path):
+    """A forked evaluator inherits its parent's peak RSS (ru_maxrss): in a
+    process that once held much more (a long test run, a warm server) a
+    growing loop went unseen until the address-space cap struck, reported
+    at the BUILD line instead of the .bzl line."""
+    peak = bytearray(400 << 20)
+    for i in range(0, len(peak), 4096):
+        peak[i] = 1
+    del peak
+    test_a_growing_loop_in_a_bzl_file_stops_at_its_line(tmp_path)
+
+
 @pytest.mark.parametrize("statement", [
     "x = list(range(1000000000))",  # a Rust panic before ("AlignedSize must not exceed u32::MAX")
     "x = [0] * 1000000000",  # one allocation of 8 GB

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +130,7 @@ class _Budget:
     def __init__(self, limits: EvaluationLimits, memory_base: int) -> None:
         self.limits = limits
         self.ticks_left = max(limits.steps // _TICK, 1)
-        self.memory_top = memory_base + limits.memory // 1024  # ru_maxrss is in KiB
+        self.memory_top = memory_base + limits.memory
         self.deadline = time.monotonic() + limits.seconds
         self.exceeded: str | None = None
 
@@ -140,13 +139,25 @@ class _Budget:
         if self.ticks_left < 0:
             self.exceeded = (f"evaluation took more than {self.limits.steps:,} steps (the limit for a BUILD "
                              f"file and what it loads); a loop this long is a mistake: make it shorter")
-        elif self.ticks_left % 8 == 0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > self.memory_top:
+        elif self.ticks_left % 8 == 0 and resident_bytes() > self.memory_top:
             self.exceeded = (f"evaluation needs more than {_size(self.limits.memory)} of memory; build smaller "
                              f"values (a list or string this large is a mistake)")
         elif time.monotonic() > self.deadline:
             self.exceeded = (f"evaluation took more than {self.limits.seconds:g} s; make the BUILD file (or the "
                              f"macros it calls) do less")
         return self.exceeded is not None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (``/proc/self/statm``). Not the
+    peak (``ru_maxrss``): a forked evaluator inherits its parent's peak, which
+    may lie far above what it holds, and growth would go unseen until the
+    address-space cap struck first, with no line to name."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
 
 
 def _size(n: int) -> str:
@@ -183,7 +194,7 @@ class Evaluator:
         for name in self.rule_names:
             if not _RULE_NAME_RE.fullmatch(name) or name in BUILTIN_NAMES or name.startswith("_"):
                 raise ValueError(f"invalid rule name {name!r}")
-        self._memory_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self._memory_base = resident_bytes()
         self._globals = sl.Globals.extended_by([sl.LibraryExtension.CallStack, sl.LibraryExtension.StructType])
         self._build_dialect = sl.Dialect.standard()
         self._build_dialect.enable_def = False
