@@ -195,6 +195,7 @@ def test_a_hostile_remote_never_fails_a_build_nor_gets_bad_bytes_in(bed, protoco
         finally:
             probe = time.monotonic() - t0
             actions.remote.close()
+            probe_store.close()  # leaves the store's users: nothing of the fetch may stay
         deadline = TIMEOUT + (3 << 19) / MIN_RATE
         assert got is None, f"{protocol} {name}: a hostile answer was taken"
         assert stored_files(probe_store) == [], f"{protocol} {name}: a refused answer left files"
