@@ -88,7 +88,8 @@ def push_image(engine: Engine | None, name: str, digest: str) -> Pushed:
     if engine is None:
         raise ConfigError(f"pushing {name}: mbuild pushes the image a Docker engine holds; use buildkit = "
                           f"\"docker://\" (a standalone buildkitd has no image store to push from)")
-    creds = credentials_for(parse_image_ref(name).domain)  # an unreadable docker config is anonymous
+    host = parse_image_ref(name).domain
+    creds = credentials_for(host)  # an unreadable docker config is anonymous
     if pushed_digest(name, creds) == digest:
         return Pushed(name, digest, False)
     try:
