@@ -12,11 +12,11 @@
   sides reach it through ``DOCKER_HOST`` (mbuild honours it like the docker
   CLI does).
 
-The base images on a fresh engine are the shared engine's, saved once per
-bench run and loaded (untimed): a CI runner pulls the same digests the remote
-caches were filled with. (``PrivateEngine.import_bases`` makes new images
-with new digests each time: ``docker import`` stamps the time, so neither a
-registry cache nor the REAPI cache could ever hit on such an engine.)
+The base images on a fresh engine are brought in (untimed) by
+``PrivateEngine.import_bases``, through ``scripts/env-up``: the stand-ins
+the first engine got by ``docker import`` are ``docker load``-ed, so a fresh
+engine has the very digests the remote caches were filled with, as a CI
+runner that pulls them would.
 """
 
 from __future__ import annotations
@@ -49,31 +49,14 @@ def has_image(tag: str, docker_host: str | None = None) -> bool:
     return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
-class Bases:
-    """The shared engine's base images as one ``docker save`` archive, made on first use."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tarball = tmp / "bases.tar"
-
-    def load_into(self, eng: PrivateEngine) -> None:
-        if not self.tarball.exists():
-            p = subprocess.run(["docker", "save", "-o", str(self.tarball), *BASES], capture_output=True, text=True)
-            if p.returncode != 0:
-                raise RuntimeError(f"docker save {' '.join(BASES)}: {p.stderr.strip()[-500:]}")
-        p = subprocess.run(["docker", "load", "-q", "-i", str(self.tarball)], env=eng.env(), capture_output=True,
-                           text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"loading the base images into {eng.host}: {p.stderr.strip()[-500:]}")
-
-
 @contextlib.contextmanager
-def fresh_engine(tmp: Path, bases: Bases) -> Iterator[PrivateEngine]:
+def fresh_engine(tmp: Path) -> Iterator[PrivateEngine]:
     """A new private engine with the base images loaded; removed (network included) on exit."""
     # Short: unix socket paths are limited to 107 bytes.
     eng = PrivateEngine(tempfile.mkdtemp(prefix="eng.", dir=tmp))
     eng.start()
     try:
-        bases.load_into(eng)
+        eng.import_bases(ROOT, BASES)
         yield eng
     finally:
         # Ctrl-C or SIGTERM now would leave a bridge and iptables rules behind: deliver it afterwards.

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import commands
 import repo
-from engines import Bases, PrivateEngine, SharedImages, engine_env, fresh_engine, has_image
+from engines import PrivateEngine, SharedImages, engine_env, fresh_engine, has_image
 from harness import Harness, Run, log
 from settings import BAKE_TAGS, BENCH, MBUILD_LABEL, PROJECT_TAGS, ROOT
 
@@ -56,7 +56,6 @@ class Context:
         self.cache = h.tmp / "mbuild-cache"  # mbuild's warm local cache for the whole run
         self.edits = repo.Edits()
         self.images = SharedImages()
-        self.bases = Bases(h.tmp)
         self.warm = False
         self.cleanups: dict[str, Callable[[], None]] = {}  # run once at the end, e.g. registry cache removal
 
@@ -68,7 +67,7 @@ class Context:
     def fresh_engine(self) -> Iterator[PrivateEngine]:
         """A new private engine (bases loaded, untimed); removed afterwards. See engines.py."""
         log("    starting a fresh private engine (untimed)")
-        with fresh_engine(self.h.tmp, self.bases) as eng:
+        with fresh_engine(self.h.tmp) as eng:
             yield eng
 
     # ---- one run of either side

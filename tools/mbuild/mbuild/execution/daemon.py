@@ -2,8 +2,9 @@
 
 Opened on first use and shared by every thread of the command: analysis
 resolves base images through it, execution solves on it. The Docker engine
-API is only used where there is one (a ``docker://`` address): to check that
-a cached image is still in the engine, tag it, or load a restored archive.
+API is only used where there is one (a ``docker://`` address), for images in
+that engine: to check that a cached image is still there, tag, push or save
+it, and to put a restored image in (its containerd store, or ``docker load``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A few Docker engine API calls, at the IO edge: is an image there (under
-this digest), tag it, load an archive.
+this digest), tag, push or save it, load an archive; and the engine's
+containerd image store, where a local engine's can be reached.
 
 The engine is the one every docker tool would use (``DOCKER_HOST``, the
 docker context, else ``/var/run/docker.sock``; unix or TCP with TLS), found
 by :mod:`buildkit.dockerhost`, or the engine behind a ``docker://`` BuildKit
-address. Written on http.client rather than the docker SDK because importing
+address. Written on http.client (buildkit-py's EngineConnection) rather than the docker SDK because importing
 the SDK costs more than a whole no-op build is allowed to take; the SDK
 remains in use for tests.
 

@@ -7,9 +7,11 @@ key, whose output files are:
 * ``blobs/sha256/<hex>``: each blob of the image (manifest, config, layers);
 * the generated files, at their output paths.
 
-Blobs are uploaded before the result that names them. Fetching restores an
-image by loading its reassembled OCI archive into the engine, which keeps
-the original manifest digest. Any remote failure is a miss (``SafeRemote``).
+Blobs are uploaded before the result that names them. A fetched image goes
+into the engine with its original manifest digest: straight into the
+engine's containerd image store where that is reachable (only the blobs it
+lacks are written, :func:`restore_image`), else by ``docker load`` of the
+reassembled OCI archive. Any remote failure is a miss (``SafeRemote``).
 
 What a fetched result must be before anything of it is used
 ------------------------------------------------------------
