@@ -307,8 +307,8 @@ class Executor:
         pushed = None
         if info.image.push or (self.options.push and has_registry(name)):
             pushed = push_image(engine, name, digest)
-        target = f"{label.package.replace('/', '-')}-{label.name}".strip("-")
-        written = tuple(str(write_tarball(engine, name, digest, output, target)) for output in self.options.outputs)
+        written = tuple(str(write_tarball(engine, name, digest, output, label.slug))
+                        for output in self.options.outputs)
         return replace(outcome, pushed=pushed, outputs=written)
 
     # ------------------------------------------------------------------ remote upload of local hits
@@ -448,7 +448,7 @@ class Executor:
         """BuildKit cache import/export entries, with ``{target}`` filled in."""
         from buildkit.client import CacheEntry
 
-        target = f"{label.package.replace('/', '-')}-{label.name}".strip("-")
+        target = label.slug
         out = []
         for entry in entries:
             attrs = {k: v.replace("{target}", target) for k, v in entry.items() if k != "type"}

@@ -60,6 +60,12 @@ class Label:
         return f"Label({str(self)!r})"
 
     @property
+    def slug(self) -> str:
+        """The label as one file-name-safe word: ``//apps/web:img`` -> ``apps-web-img``
+        (``{target}`` in output file names and layer cache refs)."""
+        return f"{self.package.replace('/', '-')}-{self.name}".strip("-")
+
+    @property
     def package_label(self) -> str:
         """``//package`` (for messages)."""
         return f"//{self.package}"
