@@ -492,7 +492,7 @@ def _parse_cache(r: _Reader, cache: Mapping[str, Any]) -> CacheSettings:
         raise r.fail(t, "remote", f"cache.remote must be a URL like \"grpcs://host:port\" or \"https://host\", got {remote!r}")
     instance = r.get(t, cache, "remote_instance", str, "a string", "")
     if remote:
-        from mbuild.cache.remote.base import parse_remote_url
+        from mbuild.loading.remote_address import parse_remote_url
 
         try:
             parse_remote_url(remote, instance)
