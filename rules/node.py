@@ -59,30 +59,87 @@ pnpm_install = mb.rule(
 
 
 # Node's compile cache (V8 code caching of the tools' own JavaScript, e.g. the
-# 9 MB typescript.js that tsc loads on every run), kept in a cache mount: tsc
-# starts in about half the time. It caches how Node compiles the compiler, not
-# anything the compiler produces, so the output is the same with or without
-# it; the step's key stays its inputs. Never part of the image.
+# 9 MB typescript.js that tsc loads on every run), kept in a cache mount. It
+# caches how Node compiles the compiler, not anything the compiler produces,
+# so the output is the same with or without it; the step's key stays its
+# inputs. Never part of the image.
 NODE_COMPILE_CACHE = "/root/.cache/node-compile-cache"
+
+# `script`: a package.json script run as `pnpm run` runs it, without starting
+# pnpm (a 9 MB bundle: ~0.3 s of every build here, against ~0.03 s for this).
+# Read in the step from the package.json being built (an input of the step,
+# so of its key): `pre<name>`, `<name>`, `post<name>` in turn, each with
+# `/bin/sh -c`, the package's and every enclosing folder's node_modules/.bin
+# first on PATH, and the npm_* variables scripts read; the first that fails
+# ends the step with its exit code.
+PACKAGE_SCRIPT_RUNNER = r"""
+const fs = require("fs"), path = require("path"), { spawnSync } = require("child_process");
+const name = process.argv[1], dir = process.cwd();
+const pkg = JSON.parse(fs.readFileSync("package.json", "utf8")), scripts = pkg.scripts || {};
+if (!(name in scripts)) {
+  console.error(`${path.join(dir, "package.json")} has no script "${name}"; add it or fix the target's script`);
+  process.exit(1);
+}
+const bins = [];
+for (let d = dir; ; d = path.dirname(d)) {
+  bins.push(path.join(d, "node_modules", ".bin"));
+  if (d === path.dirname(d)) break;
+}
+const base = { ...process.env, PATH: [...bins, process.env.PATH || ""].join(":"), INIT_CWD: dir,
+  npm_package_name: pkg.name || "", npm_package_version: pkg.version || "",
+  npm_package_json: path.join(dir, "package.json") };
+for (const event of ["pre" + name, name, "post" + name]) {
+  if (!(event in scripts)) continue;
+  console.log(`> ${pkg.name || ""}@${pkg.version || ""} ${event} ${dir}\n> ${scripts[event]}\n`);
+  const env = { ...base, npm_lifecycle_event: event, npm_lifecycle_script: scripts[event] };
+  const run = spawnSync("/bin/sh", ["-c", scripts[event]], { stdio: "inherit", env });
+  if (run.error) { console.error(`${event}: ${run.error.message}`); process.exit(1); }
+  if (run.status !== 0) process.exit(run.status === null ? 1 : run.status);
+}
+"""
+
+
+def _plain_folder(path):
+    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in path.split("/"))
 
 
 def _node_build(ctx):
+    command, script, package = ctx.attr("command"), ctx.attr("script"), ctx.attr("package")
+    if bool(command) == bool(script):
+        raise ctx.error("node_build needs exactly one of command (a command line) or script (a package.json "
+                        "script, with package)")
+    if script and not _plain_folder(package):
+        raise ctx.error(f"package {package!r}: name the workspace folder holding the package.json whose "
+                        f"script {script!r} runs, e.g. package = \"apps/web\"")
+    if command and package:
+        raise ctx.error("package goes with script; with command, cd in the command instead")
     st = ctx.stage(ctx.attr("deps"))
-    st = ctx.copy_sources(st, ctx.attr("srcs"), st.get_workdir() or "/")
-    st = st.run(list(ctx.attr("command")), name=f"[{ctx.label}] {' '.join(ctx.attr('command'))}",
-                env={"NODE_COMPILE_CACHE": NODE_COMPILE_CACHE},
-                mounts=[mb.cache(NODE_COMPILE_CACHE, id="node-compile-cache")]).root()
+    workdir = st.get_workdir() or "/"
+    st = ctx.copy_sources(st, ctx.attr("srcs"), workdir)
+    run_as = dict(env={"NODE_COMPILE_CACHE": NODE_COMPILE_CACHE},
+                  mounts=[mb.cache(NODE_COMPILE_CACHE, id="node-compile-cache")])
+    if script:
+        st = st.run(["node", "-e", PACKAGE_SCRIPT_RUNNER, script], cwd=f"{workdir.rstrip('/')}/{package}",
+                    name=f"[{ctx.label}] {package}: run {script}", **run_as).root()
+    else:
+        st = st.run(list(command), name=f"[{ctx.label}] {' '.join(command)}", **run_as).root()
     return [mb.Stage(st)]
 
 
 node_build = mb.rule(
     implementation=_node_build,
-    doc="A build stage: sources added to a `pnpm_install` stage, then a build command run.",
+    doc="A build stage: sources added to a `pnpm_install` stage, then a package.json script (or a command) run.",
     attrs={
         "deps": mb.attr.label("The `pnpm_install` stage to build on.", mandatory=True, providers=(mb.Stage,)),
         "srcs": mb.attr.label_list("Filegroups copied at their workspace paths (only these: never the whole "
                                    "tree).", mandatory=True, providers=(mb.Files,)),
-        "command": mb.attr.string_list("The build command (exec form).", mandatory=True),
+        "script": mb.attr.string("The package.json script to run (e.g. `build`), as `pnpm run` would: pre/post "
+                                 "scripts, node_modules/.bin on PATH, npm_* variables; without pnpm's start-up. "
+                                 "With `package`; instead of `command`."),
+        "package": mb.attr.string("Workspace folder of the package whose `script` runs (e.g. `apps/web`); the "
+                                  "script runs there."),
+        "command": mb.attr.string_list("A build command (exec form), run in the stage's workdir; instead of "
+                                       "`script`."),
     },
 )
 

@@ -172,7 +172,9 @@ def test_pnpm_install_activates_pinned_pnpm_and_installs_frozen(infra):
 
 def test_node_build_adds_only_the_named_sources(infra):
     builder = infra["//infra:node_builder"]
-    assert execs(builder)[-1]["exec"] == ["pnpm", "--filter", "@ai-mono/web", "run", "build"]
+    build = execs(builder)[-1]
+    assert build["exec"][:2] == ["node", "-e"] and build["exec"][3:] == ["build"]  # package.json's build script
+    assert build["cwd"] == "/app/apps/web"
     local = [s for s in builder.steps if s.get("source") == "local://workspace"][-1]
     included = local["attrs"]["local.includepattern"]
     assert "apps/web/src/" in included and "nx.json" in included and ".env" not in included
@@ -315,3 +317,36 @@ def test_the_monorepo_workspace_lists_its_rule_modules():
 
     assert [m.path for m in load_workspace(REPO).rules] == ["rules/python.py", "rules/node.py", "rules/compose.py"]
     assert not (REPO / "tools" / "mbuild" / "mbuild" / "rules" / "python.py").exists()  # no copy in the tool
+
+
+def _node_builder_with(tmp_path, attrs: str):
+    """The monorepo's //infra:node_builder with other attributes, in a copy of the workspace."""
+    import shutil
+
+    skip = shutil.ignore_patterns(".git", ".venv", "node_modules", "mbuild-out", "tools", "bench", "tests", "docs")
+    shutil.copytree(REPO, tmp_path / "ws", ignore=skip)
+    build = tmp_path / "ws/infra/BUILD"
+    text = build.read_text()
+    start = text.index("node_build(")
+    end = text.index("\n)\n", start)
+    build.write_text(text[:start] + 'node_build(\n    name = "node_builder",\n    deps = ":node_deps",\n'
+                     '    srcs = ["//:node_config", "//apps/web:srcs"],\n' + attrs + text[end:])
+    return RuleHarness(tmp_path / "ws", bases=BASES)
+
+
+def test_node_build_runs_a_command_or_a_package_script_not_both(tmp_path):
+    command = _node_builder_with(tmp_path / "cmd", '    command = ["pnpm", "run", "build"],')
+    step = execs(command.analyze("//infra:node_builder")["//infra:node_builder"])[-1]
+    assert step["exec"] == ["pnpm", "run", "build"] and step["cwd"] == "/app"
+    for attrs, says in (
+        ('    command = ["true"],\n    script = "build",\n    package = "apps/web",', "exactly one of command"),
+        ("", "exactly one of command"),
+        ('    script = "build",', "package '': name the workspace folder"),
+        ('    script = "build",\n    package = "../web",', "package '../web': name the workspace folder"),
+        ('    command = ["true"],\n    package = "apps/web",', "package goes with script"),
+    ):
+        harness = _node_builder_with(tmp_path / str(abs(hash(attrs))), attrs)
+        with pytest.raises(ConfigError) as err:
+            harness.analyze("//infra:node_builder")
+        assert str(err.value).startswith("infra/BUILD:") and ": //infra:node_builder: " in str(err.value)
+        assert says in str(err.value) and "\n" not in str(err.value)
