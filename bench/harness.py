@@ -98,10 +98,14 @@ class Harness:
                 full_env.pop(k, None)
             else:
                 full_env[k] = v
-        rss_file = None
+        rss_file = server_rss = None
         argv = list(cmd)
         if rss:
             rss_file = self.logs / f"{self.nlog:04d}-{name}.rss"
+            # With the warm server, the command runs in a child of the server:
+            # the client reports that child's peak (MBUILD_SERVER_RUSAGE).
+            server_rss = self.logs / f"{self.nlog:04d}-{name}.server-rss"
+            full_env["MBUILD_SERVER_RUSAGE"] = str(server_rss)
             if self.time_bin:
                 argv = [self.time_bin, "-f", "%M", "-o", str(rss_file), *argv]
             else:
@@ -128,10 +132,11 @@ class Harness:
             finally:
                 timer.cancel()
             wall = time.perf_counter() - t0
-        note = f"timed out after {timeout:.0f}s" if expired.is_set() else ""
+        note = f"timed out after {timeout:.0f}s" if expired.is_set() else _network_retries(logf)
         if expired.is_set():
             rc = 124
-        r = Run(wall, rc, _read_rss(rss_file), str(logf), note)
+        measured = [k for k in (_read_rss(rss_file), _read_rss(server_rss)) if k is not None]
+        r = Run(wall, rc, max(measured) if measured else None, str(logf), note)
         if not r.ok:
             log(f"  FAILED ({rc}{', ' + note if note else ''}): {' '.join(cmd)}; log {logf}")
             r.note = (note + "; " if note else "") + tail(logf, 3)
@@ -144,6 +149,23 @@ class Harness:
         if not r.ok:
             raise RuntimeError(f"setup step failed: {' '.join(cmd)}\n{tail(Path(r.log), 15)}")
         return r
+
+
+# What the downloading tools print when a connection broke and they retry:
+# such a run measured the network's stall as much as the build.
+_RETRY_MARKS = ("WARNING: Retrying (", "mbuild: attempt 2 of 3", "ERR_PNPM_META_FETCH_FAIL", "ECONNRESET")
+
+
+def _network_retries(logf: Path) -> str:
+    """A note naming the downloads retried in a run's log ("" when none)."""
+    try:
+        text = logf.read_text(errors="replace")
+    except OSError:
+        return ""
+    seen = {mark: text.count(mark) for mark in _RETRY_MARKS if mark in text}
+    if not seen:
+        return ""
+    return "network retries in the log: " + ", ".join(f"{n}× `{mark.strip(' (')}`" for mark, n in seen.items())
 
 
 def _read_rss(path: Path | None) -> int | None:

@@ -78,7 +78,7 @@ def _scale(sc: dict) -> list[str]:
     L = ["## At scale (synthetic workspaces, `bench/genworkspace.py`)\n"]
     meta = "; ".join(f"{int(n):,} targets: {m['packages']} packages, {m['images']} images, {m['filegroups']} "
                      f"filegroups, {m['edges']} edges" for n in sizes for m in [sc["sizes"][n]["meta"]])
-    L.append(f"Workspaces: {meta}. Time: median (min–max) s; peak RSS: the largest of the runs.\n")
+    L.append(f"Workspaces: {meta}. Time: median (min–max) s; peak RSS: the largest of the runs (of the process that ran the command: with the warm server, the server's child, as `MBUILD_SERVER_RUSAGE` reports it; the fast path's own process otherwise).\n")
     L.append("| measurement | " + " | ".join(f"{int(n):,} targets: s | peak MB" for n in sizes) + " |")
     L.append("|---|" + "---|---|" * len(sizes))
     keys = list(dict.fromkeys(k for n in sizes for k in sc["sizes"][n]["rows"]))

@@ -57,6 +57,19 @@ def test_a_command_on_the_server_is_the_command_in_process(server, env, tmp_path
     assert mbuild(env, ws / "pkg", "query", ":files").stdout.strip() == "//pkg:files"
 
 
+def test_the_peak_memory_of_a_served_command_is_reported_when_asked(server, env, tmp_path):
+    """MBUILD_SERVER_RUSAGE: the child that ran the command (a process timer
+    around the client sees only the client) — the bench's peak RSS."""
+    ws = write_workspace(tmp_path / "ws")
+    report = tmp_path / "rss"
+    done = mbuild({**env, "MBUILD_SERVER_RUSAGE": str(report)}, ws, "query", "deps(//pkg:all)")
+    assert done.returncode == 0, done.stderr
+    child_kb = int(report.read_text())
+    assert child_kb > 20_000  # the child holds the server's imports (gRPC, Starlark, mbuild): tens of MB
+    bad = mbuild({**env, "MBUILD_SERVER_RUSAGE": str(tmp_path / "no-such-dir" / "rss")}, ws, "query", "deps(//pkg:all)")
+    assert bad.returncode == 0 and "MBUILD_SERVER_RUSAGE=" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
 def test_the_clients_environment_is_the_commands(server, env, tmp_path):
     ws = write_workspace(tmp_path / "ws")
     (ws / "WORKSPACE.toml").write_text('name = "srv"\nbuildkit = "docker://"\n')

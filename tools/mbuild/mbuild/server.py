@@ -23,7 +23,9 @@ in-process) and exits, so the next ``mbuild server start`` loads the new code.
 The client (:func:`try_server`, called by :mod:`mbuild.entry` after the no-op
 fast path) imports only ``socket``, ``marshal`` and ``signal``; when no
 server answers it returns at once and the command runs in-process, so the
-server is only ever a speed-up. ``MBUILD_SERVER=0`` ignores a running server.
+server is only ever a speed-up. ``MBUILD_SERVER=0`` ignores a running server;
+``MBUILD_SERVER_RUSAGE=FILE`` writes the peak RSS of the child that ran the
+command to FILE (a timer around the client sees only the client).
 Ctrl-C and SIGTERM are forwarded to the child.
 
 Written on the standard library (``socket.send_fds``, ``os.fork``) because
@@ -152,7 +154,24 @@ def try_server(argv: list[str]) -> int | None:
         return 1  # the server went away mid-command
     finally:
         sock.close()
-    return int(done.get("exit", 1)) if isinstance(done, dict) else 1
+    if not isinstance(done, dict):
+        return 1
+    _report_usage(done.get("maxrss_kb"))
+    return int(done.get("exit", 1))
+
+
+def _report_usage(maxrss_kb) -> None:
+    """``MBUILD_SERVER_RUSAGE=FILE``: write the command's peak RSS (KiB, of the
+    server's child that ran it) to FILE, for benchmarks: a process timer
+    around ``mbuild`` measures only this thin client."""
+    path = os.environ.get("MBUILD_SERVER_RUSAGE")
+    if not path or not isinstance(maxrss_kb, int):
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(f"{maxrss_kb}\n")
+    except OSError as e:
+        print(f"mbuild: warning: MBUILD_SERVER_RUSAGE={path}: {e.strerror or e}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- server
@@ -254,10 +273,10 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: lis
 
 
 def _wait_and_answer(conn: socket.socket, pid: int) -> None:
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     try:
-        _send(conn, {"exit": code if code >= 0 else 128 - code})
+        _send(conn, {"exit": code if code >= 0 else 128 - code, "maxrss_kb": usage.ru_maxrss})
     except OSError:
         pass
     conn.close()
