@@ -3,17 +3,29 @@ without pnpm (rules/node.py PACKAGE_SCRIPT_RUNNER), in the Node base image."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
-from rules.node import PACKAGE_SCRIPT_RUNNER  # noqa: E402
+
+def _runner() -> str:
+    """rules/node.py's PACKAGE_SCRIPT_RUNNER, read without importing the
+    workspace's rules as a Python package (rule modules are loaded by mbuild,
+    outside Python's module cache)."""
+    tree = ast.parse((ROOT / "rules" / "node.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == \
+                ["PACKAGE_SCRIPT_RUNNER"]:
+            return ast.literal_eval(node.value)
+    raise AssertionError("rules/node.py defines no PACKAGE_SCRIPT_RUNNER")
+
+
+PACKAGE_SCRIPT_RUNNER = _runner()
 
 NODE_IMAGE = "node:22-slim"
 
