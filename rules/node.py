@@ -99,18 +99,14 @@ for (const event of ["pre" + name, name, "post" + name]) {
 """
 
 
-def _plain_folder(path):
-    return bool(path) and not path.startswith("/") and all(p not in ("", ".", "..") for p in path.split("/"))
-
-
 def _node_build(ctx):
     command, script, package = ctx.attr("command"), ctx.attr("script"), ctx.attr("package")
     if bool(command) == bool(script):
         raise ctx.error("node_build needs exactly one of command (a command line) or script (a package.json "
                         "script, with package)")
-    if script and not _plain_folder(package):
-        raise ctx.error(f"package {package!r}: name the workspace folder holding the package.json whose "
-                        f"script {script!r} runs, e.g. package = \"apps/web\"")
+    if script and not package:
+        raise ctx.error(f"package: name the workspace folder holding the package.json whose script {script!r} "
+                        f"runs, e.g. package = \"apps/web\"")
     if command and package:
         raise ctx.error("package goes with script; with command, cd in the command instead")
     st = ctx.stage(ctx.attr("deps"))
@@ -137,7 +133,7 @@ node_build = mb.rule(
                                  "scripts, node_modules/.bin on PATH, npm_* variables; without pnpm's start-up. "
                                  "With `package`; instead of `command`."),
         "package": mb.attr.string("Workspace folder of the package whose `script` runs (e.g. `apps/web`); the "
-                                  "script runs there."),
+                                  "script runs there.", check=mb.checks.workspace_path),
         "command": mb.attr.string_list("A build command (exec form), run in the stage's workdir; instead of "
                                        "`script`."),
     },

@@ -68,3 +68,11 @@ def test_exposed_ports_and_owners():
     assert checks.numeric_owner("") is None and checks.numeric_owner("1000") is None
     assert checks.numeric_owner("1000:1000") is None
     assert all(checks.numeric_owner(v) for v in ("nobody", "root", "1000:", ":1000", "app:app"))
+
+
+def test_workspace_paths():
+    for fine in ("", "apps/web", "a", "libs/py-core/src"):
+        assert checks.workspace_path(fine) is None, fine
+    for bad in ("/app", "../web", "apps/../web", "apps//web", "./apps", "apps/", "."):
+        said = checks.workspace_path(bad)
+        assert said == f"{bad!r} must be a workspace-relative path like apps/web (no leading /, no '.' or '..' parts)"

@@ -338,15 +338,20 @@ def test_node_build_runs_a_command_or_a_package_script_not_both(tmp_path):
     command = _node_builder_with(tmp_path / "cmd", '    command = ["pnpm", "run", "build"],')
     step = execs(command.analyze("//infra:node_builder")["//infra:node_builder"])[-1]
     assert step["exec"] == ["pnpm", "run", "build"] and step["cwd"] == "/app"
-    for attrs, says in (
-        ('    command = ["true"],\n    script = "build",\n    package = "apps/web",', "exactly one of command"),
-        ("", "exactly one of command"),
-        ('    script = "build",', "package '': name the workspace folder"),
-        ('    script = "build",\n    package = "../web",', "package '../web': name the workspace folder"),
-        ('    command = ["true"],\n    package = "apps/web",', "package goes with script"),
+    rule = ": //infra:node_builder: "  # the rule's own errors name the target
+    check = ": attribute 'package' of node_build: "  # a check= error, found at loading
+    for attrs, where, says in (
+        ('    command = ["true"],\n    script = "build",\n    package = "apps/web",', rule, "exactly one of command"),
+        ("", rule, "exactly one of command"),
+        ('    script = "build",', rule, "package: name the workspace folder"),
+        ('    script = "build",\n    package = "../web",', check,
+         "'../web' must be a workspace-relative path like apps/web (no leading /, no '.' or '..' parts)"),
+        ('    script = "build",\n    package = "/app/web",', check, "'/app/web' must be a workspace-relative path"),
+        ('    command = ["true"],\n    package = "apps/web",', rule, "package goes with script"),
     ):
         harness = _node_builder_with(tmp_path / str(abs(hash(attrs))), attrs)
         with pytest.raises(ConfigError) as err:
             harness.analyze("//infra:node_builder")
-        assert str(err.value).startswith("infra/BUILD:") and ": //infra:node_builder: " in str(err.value)
-        assert says in str(err.value) and "\n" not in str(err.value)
+        message = str(err.value)
+        assert message.startswith("infra/BUILD:") and where in message, message
+        assert says in message and "\n" not in message

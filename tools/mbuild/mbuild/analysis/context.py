@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from buildkit import llb
+from ..api.checks import workspace_path
 from ..errors import ConfigError
 from ..loading.labels import Label
 from ..loading.workspace import BaseImage, Workspace
@@ -263,5 +264,4 @@ def _plain_id(value: str) -> bool:
 
 
 def _plain_relative(path: str) -> bool:
-    return isinstance(path, str) and bool(path) and not path.startswith("/") and \
-        all(part not in ("", ".", "..") for part in path.split("/"))
+    return isinstance(path, str) and bool(path) and workspace_path(path) is None

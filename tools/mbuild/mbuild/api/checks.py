@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-__all__ = ["exposed_ports", "port_mappings", "numeric_owner"]
+__all__ = ["exposed_ports", "port_mappings", "numeric_owner", "workspace_path"]
 
 _PORTS = r"(\d{1,5})(?:-(\d{1,5}))?"
 _EXPOSED = re.compile(rf"{_PORTS}(?:/(tcp|udp|sctp))?")
@@ -77,3 +77,11 @@ def numeric_owner(value: str) -> str | None:
         return None
     return (f"{value!r} must be numbers, UID or UID:GID like 1000:1000 (a user name the image does not have "
             f"would silently give root); `docker run --rm IMAGE id NAME` tells a user's numbers")
+
+
+def workspace_path(value: str) -> str | None:
+    """A path inside the workspace, relative to its root (``apps/web``), or
+    empty: no leading ``/`` and no empty, ``.`` or ``..`` parts."""
+    if not value or (not value.startswith("/") and all(p not in ("", ".", "..") for p in value.split("/"))):
+        return None
+    return f"{value!r} must be a workspace-relative path like apps/web (no leading /, no '.' or '..' parts)"

@@ -26,7 +26,7 @@ Declaring
     ...)`` an attribute (``string``, ``string_list``, ``string_dict``,
     ``label``, ``label_list``, ``bool``, ``int``, ``base_image``), each with a
     doc string, shown by ``mbuild help RULE``, and for values a ``check``
-    (``checks``: ports, port mappings, numeric owners). ``name``,
+    (``checks``: ports, port mappings, numeric owners, workspace paths). ``name``,
     ``visibility`` and ``tags`` every rule has already.
 
 Implementing
