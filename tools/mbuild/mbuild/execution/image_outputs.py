@@ -18,11 +18,10 @@ whichever way the build got it:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomicfile import writing
 from ..errors import BuildFailure, ConfigError
 from .engine import Engine, EngineError, registry_auth
 
@@ -111,22 +110,12 @@ def write_tarball(engine: Engine | None, name: str, digest: str, output: Tarball
                           f"buildkit = \"docker://\"")
     if engine.image_id(name) != digest:
         raise BuildFailure(f"--output {output.type}: the engine no longer holds {name} as {digest}")
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as out:
+        with writing(path, umasked=True, suffix=".part") as out:  # a file the user made, not a private temp
             engine.save(name, out)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a file the user made, not mkstemp's 0600
-        os.replace(tmp, path)
     except EngineError as e:
         raise BuildFailure(f"--output {output.type},dest={path}: {e}") from None
     except OSError as e:
         raise BuildFailure(f"--output {output.type},dest={path}: {e.strerror or e}; choose a dest that can be "
                            "written (and has room)") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
