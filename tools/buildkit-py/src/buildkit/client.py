@@ -324,7 +324,8 @@ class Client:
     def caps(self) -> frozenset[str]:
         """The daemon's enabled LLB capabilities, read through the gateway's Ping."""
         if self._caps is None:
-            self.build(lambda gw: None, SolveRequest(), ref="buildkit-caps-" + new_session_id())
+            # A probe: nothing is shown or exported, so no status stream either.
+            self._run(SolveRequest(), None, "buildkit-caps-" + new_session_id(), lambda gw: None, status=False)
         return self._caps
 
     def gateway_caps(self) -> frozenset[str]:
