@@ -9,11 +9,13 @@ import os
 import tarfile
 from pathlib import Path
 
+import grpc
 import pytest
 
 from buildkit import SolveRequest, exporters, llb
 from buildkit.dockerhost import from_environment
-from buildkit.imagestore import Blob, ContainerdImageStore, ImageStoreError, find_containerd
+from buildkit.imagestore import LEASE_KEY, Blob, ContainerdImageStore, ImageStoreError, find_containerd
+from buildkit.proto import ctrleases_pb2
 
 from bk_testenv import BASE_IMAGE, docker
 
@@ -60,6 +62,50 @@ def test_an_image_written_into_the_store_runs_under_its_manifest_digest(buildkit
         assert store.put_image(ref, manifest, config, layers) == []
     finally:
         docker("rmi", "-f", ref)
+
+
+class _CollectsAfterLookup(ContainerdImageStore):
+    """A store whose garbage collector runs at the worst moment: just after
+    ``has_blob`` has answered yes for ``digest``, the only lease that held it
+    is deleted with a synchronous collection."""
+
+    def __init__(self, address, digest: str, other_lease: str) -> None:
+        super().__init__(address)
+        self.digest, self.other_lease, self.collected = digest, other_lease, False
+
+    def has_blob(self, digest: str) -> bool:
+        found = super().has_blob(digest)
+        if found and digest == self.digest and not self.collected:
+            self._leases.Delete(ctrleases_pb2.DeleteRequest(id=self.other_lease, sync=True), metadata=self._md)
+            self.collected = True
+        return found
+
+
+def test_a_blob_found_unreferenced_is_held_until_the_image_refers_to_it(buildkit, store, tmp_path, run_id):
+    # What a build's export leaves: a manifest in the store that only the
+    # export's lease holds. That lease ends, and the collector runs, between
+    # put_image's lookup and its use of the blob.
+    ref = f"docker.io/library/buildkit-test-imagestore-gc-{run_id}:latest"
+    _, manifest, config, layers = oci_blobs(buildkit, tmp_path, f"gc-{run_id}", ref)
+    other = f"buildkit-test-{run_id}"
+    store._leases.Create(ctrleases_pb2.CreateRequest(id=other), metadata=store._md)
+    try:
+        store._hold(other, manifest.digest)
+        store._write(manifest, store._md + ((LEASE_KEY, other),), {})
+        assert store.has_blob(manifest.digest)
+        with _CollectsAfterLookup(store.address, manifest.digest, other) as racing:
+            racing.put_image(ref, manifest, config, layers)
+            assert racing.collected
+        assert store.has_blob(manifest.digest), "the manifest was collected although an image refers to it"
+        assert store.image_target(ref) == manifest.digest
+        run = docker("run", "--rm", ref, "cat", "/marker.txt")
+        assert run.stdout.decode() == f"gc-{run_id}\n", run.stderr
+    finally:
+        docker("rmi", "-f", ref)
+        try:
+            store._leases.Delete(ctrleases_pb2.DeleteRequest(id=other), metadata=store._md)
+        except grpc.RpcError:
+            pass  # already deleted by the race
 
 
 def test_a_blob_neither_in_the_store_nor_on_disk_is_refused(buildkit, store, tmp_path, run_id):

@@ -11,7 +11,13 @@ by construction.
 What :meth:`ContainerdImageStore.put_image` does, as containerd's own
 importer does it:
 
-1. a lease, so that nothing written is collected before an image refers to it;
+1. a lease, so that nothing written is collected before an image refers to it.
+   Each blob is added to the lease *before* the store is asked whether it
+   has it: a blob that is there but unreferenced (an export's, whose own
+   lease has just ended) may otherwise be collected between the question and
+   the manifest that would refer to it. The lease expires on its own after
+   an hour (``containerd.io/gc.expire``), so a writer killed midway pins
+   nothing for ever;
 2. each blob the store lacks is written and committed under its digest
    (containerd checks the digest and size it is told to expect);
 3. the manifest carries the garbage-collection labels that tie its config
@@ -35,6 +41,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -46,6 +53,7 @@ from .proto import content_pb2, content_pb2_grpc, ctrimages_pb2, ctrimages_pb2_g
 NAMESPACE_KEY = "containerd-namespace"
 LEASE_KEY = "containerd-lease"
 _CHUNK = 1 << 20
+_LEASE_LIFE = timedelta(hours=1)  # far beyond any write; ends a killed writer's hold
 _MANAGED_SOCKET = "containerd/containerd.sock"  # under dockerd's exec root, when dockerd runs its own
 _DEFAULT_EXEC_ROOT = "/var/run/docker"
 
@@ -185,8 +193,11 @@ class ContainerdImageStore:
         blob it lacks is not on disk either.
         """
         lease = f"buildkit-py-{secrets.token_hex(8)}"
+        expires = datetime.now(timezone.utc) + _LEASE_LIFE
         try:
-            self._leases.Create(ctrleases_pb2.CreateRequest(id=lease), metadata=self._md, timeout=self.timeout)
+            self._leases.Create(ctrleases_pb2.CreateRequest(
+                id=lease, labels={"containerd.io/gc.expire": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}),
+                metadata=self._md, timeout=self.timeout)
         except grpc.RpcError as e:
             raise ImageStoreError(f"containerd at {self.address.socket}: {e.details()}") from None
         md = self._md + ((LEASE_KEY, lease),)
@@ -194,6 +205,8 @@ class ContainerdImageStore:
         try:
             gc_labels = {"containerd.io/gc.ref.content.config": config.digest}
             gc_labels.update({f"containerd.io/gc.ref.content.l.{i}": layer.digest for i, layer in enumerate(layers)})
+            for blob in [*layers, config, manifest]:
+                self._hold(lease, blob.digest)
             for blob in [*layers, config]:
                 if not self.has_blob(blob.digest):
                     self._write(blob, md, {})
@@ -212,6 +225,11 @@ class ContainerdImageStore:
             except grpc.RpcError:
                 pass  # the lease expires with containerd's own clean-up
         return written
+
+    def _hold(self, lease: str, digest: str) -> None:
+        resource = ctrleases_pb2.Resource(id=digest, type="content")
+        self._leases.AddResource(ctrleases_pb2.AddResourceRequest(id=lease, resource=resource),
+                                 metadata=self._md, timeout=self.timeout)
 
     def _write(self, blob: Blob, md, labels: Mapping[str, str]) -> None:
         if not blob.path.is_file():
