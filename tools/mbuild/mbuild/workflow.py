@@ -317,8 +317,9 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
         files.append(os.path.join(root, package.build_file))
         files.extend(os.path.join(root, bzl) for bzl in package.bzl_files)
     files.extend(os.path.join(root, path) for path in loaded.rules.code_files)  # rule modules and their imports
-    for info in analysed.infos.values():
-        files.extend(os.path.join(root, src) for src in info.sources)
+    # A target's sources include its dependencies': each file once, not once per dependant.
+    sources = {src for info in analysed.infos.values() for src in info.sources}
+    files.extend(os.path.join(root, src) for src in sources)
     skip_extra = [Path(loaded.workspace.output_dir).name]
     dirs = fastpath.glob_dirs(root, list(loaded.graph.packages), lambda d: is_skipped_dir(d, skip_extra))
     engine = daemon.engine

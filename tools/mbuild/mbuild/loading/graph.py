@@ -88,6 +88,7 @@ class TargetGraph:
                 rdeps[dep].append(label)
         self._rdeps: dict[Label, tuple[Label, ...]] = {k: tuple(sorted(v)) for k, v in rdeps.items()}
         self._check_cycles()
+        self._orders: dict[tuple[Label, ...], list[Label]] = {}  # topological_order's answers: the graph is fixed
 
     # -- validation --------------------------------------------------------
 
@@ -227,6 +228,13 @@ class TargetGraph:
         """Dependencies before dependents, deterministic (DFS post-order over
         sorted labels). Limited to the closure of ``roots`` when given."""
         starts = sorted(self.targets) if roots is None else sorted(set(roots))
+        key = tuple(starts)
+        known = self._orders.get(key)
+        if known is None:
+            known = self._orders[key] = self._topological_order(starts)
+        return list(known)
+
+    def _topological_order(self, starts: list[Label]) -> list[Label]:
         order: list[Label] = []
         done: set[Label] = set()
         for start in starts:

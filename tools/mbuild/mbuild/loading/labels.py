@@ -25,6 +25,7 @@ External repositories (``@repo//...``) are not supported.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from enum import Enum
 
@@ -71,6 +72,7 @@ class Label:
         return f"//{self.package}"
 
 
+@lru_cache(maxsize=1 << 16)  # pure; a large graph repeats its packages and names
 def validate_package(package: str) -> str | None:
     """Return why ``package`` is not a valid package path, or None if it is."""
     if package == "":
@@ -82,6 +84,7 @@ def validate_package(package: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 16)  # pure; a large graph repeats its packages and names
 def validate_name(name: str) -> str | None:
     """Return why ``name`` is not a valid target name, or None if it is."""
     if name == "":

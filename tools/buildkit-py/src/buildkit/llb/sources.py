@@ -32,11 +32,15 @@ def _source(identifier: str, attrs: Mapping[str, str], caps: set[str], platform:
     return State(output=Output(node, 0), config=config or ImageConfig(), platform=platform)
 
 
+# One encoder for every call: json.dumps with options builds a new one each time.
+_GO_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _json_list(items: Sequence[str]) -> str:
     """A JSON string list written the way Go's encoding/json writes it."""
     if isinstance(items, str):
         raise LLBError(f"expected a list of patterns, got the string {items!r}")
-    text = json.dumps([str(i) for i in items], ensure_ascii=False, separators=(",", ":"))
+    text = _GO_JSON.encode([str(i) for i in items])
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
