@@ -18,10 +18,17 @@ runs with ``--bridge BR --iptables=false --ip-masq=false`` (never
 is removed again by :meth:`PrivateEngine.stop`, and ``docker0`` is checked to
 be still there.
 
+What a killed run leaves (a bridge, NAT and FORWARD rules, mounts) is found
+again: each engine's state is also recorded under ``/run/mbuild-private-engines/``
+by its bridge, and every start first sweeps the records whose processes (the
+starter's, containerd's, dockerd's) are all gone, stopping what they name.
+``scripts/private_engine.py sweep`` does only that.
+
 As a command (state is kept in DIR, so ``stop`` may run in another process)::
 
     scripts/private_engine.py start DIR [--tls-port PORT --certs CERTDIR]   # prints DOCKER_HOST=...
     scripts/private_engine.py stop DIR
+    scripts/private_engine.py sweep      # what dead engines left behind
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from pathlib import Path
 
 SUBNETS = range(100, 200)  # 172.30.N.0/24 (its bridge) and 172.31.N.0/24 (its networks), one N per engine
 STATE = "engine.json"
+REGISTRY = Path("/run/mbuild-private-engines")  # <bridge>.json: the state of each engine not yet stopped
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,7 +70,34 @@ def _subnet_in_use(n: int) -> bool:
 
 
 def docker0_present() -> bool:
-    return _run("ip", "link", "show", "docker0", check=False).returncode == 0
+    return os.path.exists("/sys/class/net/docker0")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead() -> list[str]:
+    """Stop every recorded engine none of whose processes runs any more (a
+    run killed before its clean-up); returns the bridges removed."""
+    swept = []
+    for record in sorted(REGISTRY.glob("mbe*.json")):
+        try:
+            doc = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if any(pid and _alive(pid) for pid in [doc.get("owner", 0), *doc.get("pids", {}).values()]):
+            continue
+        PrivateEngine.from_state(doc).stop()
+        record.unlink(missing_ok=True)
+        swept.append(doc.get("bridge", record.stem))
+    return swept
 
 
 class PrivateEngine:
@@ -70,7 +105,6 @@ class PrivateEngine:
 
     def __init__(self, dir: str | Path, tls_port: int | None = None, certs: str | Path | None = None) -> None:
         self.dir = Path(dir).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.sock = self.dir / "docker.sock"
         self.tls_port = tls_port
         self.certs = Path(certs).resolve() if certs else None
@@ -78,6 +112,7 @@ class PrivateEngine:
         self.subnet = 0
         self.pids: dict[str, int] = {}
         self.rules: list[list[str]] = []
+        self.owner = 0  # the process that started the engine
 
     # ------------------------------------------------------------------ addresses
 
@@ -100,6 +135,10 @@ class PrivateEngine:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "PrivateEngine":
+        for bridge in sweep_dead():
+            print(f"private_engine: removed {bridge}, left by an engine whose processes are gone", file=sys.stderr)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.owner = os.getpid()
         try:
             self._network_up()
             self._start_containerd()
@@ -224,6 +263,7 @@ class PrivateEngine:
         self.rules.clear()
         if self.bridge.startswith("mbe"):  # only ever a bridge of ours: never docker0
             _run("ip", "link", "del", self.bridge, check=False)
+            (REGISTRY / f"{self.bridge}.json").unlink(missing_ok=True)
         self.bridge = ""
         self._save()
 
@@ -248,19 +288,29 @@ class PrivateEngine:
     # ------------------------------------------------------------------ state
 
     def _save(self) -> None:
-        doc = {"bridge": self.bridge, "subnet": self.subnet, "pids": self.pids, "rules": self.rules,
-               "tls_port": self.tls_port, "certs": str(self.certs) if self.certs else None}
-        tmp = self.dir / (STATE + ".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.dir / STATE)
+        doc = {"dir": str(self.dir), "bridge": self.bridge, "subnet": self.subnet, "pids": self.pids,
+               "rules": self.rules, "owner": self.owner, "tls_port": self.tls_port,
+               "certs": str(self.certs) if self.certs else None}
+        places = [self.dir / STATE] if self.dir.is_dir() else []  # (a swept engine's folder may be gone)
+        if self.bridge.startswith("mbe"):
+            REGISTRY.mkdir(parents=True, exist_ok=True)
+            places.append(REGISTRY / f"{self.bridge}.json")
+        for path in places:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, path)
 
     @classmethod
     def load(cls, dir: str | Path) -> "PrivateEngine":
         d = Path(dir).resolve()
-        doc = json.loads((d / STATE).read_text())
-        eng = cls(d, doc.get("tls_port"), doc.get("certs"))
+        return cls.from_state(json.loads((d / STATE).read_text()), d)
+
+    @classmethod
+    def from_state(cls, doc: dict, dir: Path | None = None) -> "PrivateEngine":
+        eng = cls(dir or Path(doc["dir"]), doc.get("tls_port"), doc.get("certs"))
         eng.bridge, eng.subnet = doc["bridge"], doc["subnet"]
         eng.pids, eng.rules = dict(doc["pids"]), [list(r) for r in doc["rules"]]
+        eng.owner = doc.get("owner", 0)
         return eng
 
     def __enter__(self) -> "PrivateEngine":
@@ -305,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("stop", help="stop the engine in DIR and remove its network")
     t.add_argument("dir")
     t.add_argument("--remove", action="store_true", help="delete DIR as well")
+    sub.add_parser("sweep", help="remove what engines whose processes are gone left behind")
     args = ap.parse_args(argv)
+    if args.cmd == "sweep":
+        for bridge in sweep_dead():
+            print(f"private_engine: removed {bridge}")
+        return 0
     if args.cmd == "start":
         eng = PrivateEngine(args.dir, args.tls_port, args.certs).start()
         if args.import_bases:

@@ -30,7 +30,7 @@ def usual_umask():
 
 
 def _docker0() -> bool:
-    return subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+    return os.path.exists("/sys/class/net/docker0")  # what `ip link show docker0` asks, without a process
 
 
 @pytest.fixture(autouse=True)

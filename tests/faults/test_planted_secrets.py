@@ -56,7 +56,9 @@ def needles(planted: dict[str, bytes], files: dict[str, bytes]) -> dict[bytes, s
     for name, value in planted.items():
         found[value] = f"the {name} token"
         found[hashlib.sha256(value).hexdigest().encode()] = f"the sha256 of the {name} token"
-        found[base64.b64encode(value)[:-4]] = f"the {name} token in base64"
+        for shift in range(3):  # inside a longer text, a token starts at any offset of base64's 3-byte groups
+            encoded = base64.b64encode(b"\0" * shift + value)
+            found[encoded[4 if shift else 0:-4]] = f"the {name} token in base64 (at offset {shift} mod 3)"
     for name, data in files.items():
         found[hashlib.sha256(data).hexdigest().encode()] = f"the sha256 of {name}"
     return found

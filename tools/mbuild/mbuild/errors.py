@@ -11,6 +11,8 @@ mean 'srcs'?``.
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class MbuildError(Exception):
     """Base of every error meant for the user."""
@@ -33,6 +35,20 @@ class BuildFailure(MbuildError):
 def at(path: str, line: int | None, message: str) -> str:
     """Format ``path:line: message`` (``path: message`` when line is unknown)."""
     return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+
+def innermost_frame(exc: BaseException, place: Callable[[str], str | None]) -> tuple[str, int] | None:
+    """Where in someone's code ``exc`` was raised: the innermost frame of its
+    traceback whose file ``place`` names (``place`` maps a frame's file to
+    the path to report, or None to pass over it), as (path, line)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = place(tb.tb_frame.f_code.co_filename)
+        if path is not None:
+            found = (path, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
 
 
 # What a BuildKit client error means for the user, and what to do about it.

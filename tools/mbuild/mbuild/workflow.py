@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .execution.daemon import Daemon
 from .loading.graph import TargetGraph, load_graph
 from .loading.labels import Label
-from .loading.workspace import Workspace, find_workspace, load_workspace
+from .loading.workspace import Workspace, buildkit_address_problem, find_workspace, load_workspace
 
 # SOURCE_DATE_EPOCH when neither WORKSPACE.toml nor the environment sets one:
 # fixed (1970-01-01, as Bazel and rules_oci use), so a commit that changes no
@@ -69,13 +69,9 @@ def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = Non
     root = find_workspace(start)
     workspace = load_workspace(root)
     if buildkit:
-        from buildkit.address import parse_address
-        from buildkit.errors import InvalidAddress
-
-        try:
-            parse_address(buildkit, environ={})  # a bad address is a usage error, now
-        except InvalidAddress as e:
-            raise ConfigError(f"--buildkit / MBUILD_BUILDKIT: {e}") from None
+        why = buildkit_address_problem(buildkit)  # a bad address is a usage error, now
+        if why:
+            raise ConfigError(f"--buildkit / MBUILD_BUILDKIT: {why}")
         workspace = replace(workspace, buildkit=buildkit)
     if cache_dir:
         workspace = replace(workspace, cache=replace(workspace.cache, dir=Path(cache_dir).resolve()))

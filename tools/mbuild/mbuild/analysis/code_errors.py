@@ -15,7 +15,7 @@ from typing import Iterable
 
 from buildkit.errors import LLBError
 
-from ..errors import ConfigError, at
+from ..errors import ConfigError, at, innermost_frame
 from ..loading.labels import Label
 from ..loading.schema import Location
 
@@ -33,13 +33,7 @@ def error_in_rule_code(exc: BaseException, what: Label | str, rule_files: Iterab
     ``what`` (a target's label, or the module being loaded). ``target_at``:
     the target's BUILD line, where an invalid LLB value is reported."""
     rule_files = tuple(rule_files)
-    where: tuple[str, int] | None = None
-    tb = exc.__traceback__
-    while tb is not None:
-        path = _rule_file(tb.tb_frame.f_code.co_filename, rule_files)
-        if path is not None:
-            where = (path, tb.tb_lineno)
-        tb = tb.tb_next
+    where = innermost_frame(exc, lambda filename: _rule_file(filename, rule_files))
     text = " ".join(str(exc).split()) or "(no message)"
     if target_at is not None and isinstance(exc, LLBError):
         # A value BuildKit cannot take (a port, an owner, an env name): it

@@ -318,7 +318,7 @@ class Executor:
         lacks (a CI runner with a warm local cache fills the shared remote):
         one FindMissing for the whole build (:meth:`RemoteActions.publish_hits`).
         An image whose blobs the store does not hold is taken from the engine."""
-        if not getattr(self.remote.remote, "enabled", True):
+        if not self.remote.reachable:
             return  # the remote failed earlier in this build: nothing to save images for
         records = []
         for record in self._local_hits:

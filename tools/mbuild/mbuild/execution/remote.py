@@ -80,6 +80,12 @@ class RemoteActions:
         self.store = store
         self.upload = upload
 
+    @property
+    def reachable(self) -> bool:
+        """False once the remote has failed in this build (a remote wrapped by
+        :func:`mbuild.cache.remote.open_safe_remote` is then disabled)."""
+        return bool(getattr(self.remote, "enabled", True))
+
     # ------------------------------------------------------------------ publish
 
     def publish(self, record: ActionRecord) -> None:

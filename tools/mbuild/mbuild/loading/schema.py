@@ -51,7 +51,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, NamedTuple, get_args
 
-from mbuild.errors import ConfigError, at
+from mbuild.errors import ConfigError, at, innermost_frame
 from mbuild.loading.labels import Label, parse_label, validate_name
 
 __all__ = [
@@ -241,11 +241,8 @@ def _run_check(check: Callable[[Any], str | None], value: Any, what: str, where:
     try:
         problem = check(value)
     except Exception as exc:  # noqa: BLE001 - rule code: name its line
-        line, tb = getattr(code, "co_firstlineno", None), exc.__traceback__
-        while tb is not None:
-            if code is not None and tb.tb_frame.f_code.co_filename == code.co_filename:
-                line = tb.tb_lineno
-            tb = tb.tb_next
+        found = innermost_frame(exc, lambda f: f if f == code.co_filename else None) if code is not None else None
+        line = found[1] if found else getattr(code, "co_firstlineno", None)
         place = f" at {code.co_filename}:{line}" if code is not None else ""
         text = " ".join(str(exc).split()) or "(no message)"
         raise where.error(f"{what}: its check raised {type(exc).__name__}{place}: {text}; fix the rule "

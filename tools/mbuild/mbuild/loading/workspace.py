@@ -238,7 +238,7 @@ class _Reader:
             line = raw.strip()
             if line.startswith("["):
                 inner = line.split("#", 1)[0].strip().strip("[]")
-                current = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(inner))
+                current = _key_path(inner)
                 if current == table:
                     header_line = number
                     if key is None:
@@ -274,7 +274,7 @@ class _Reader:
         for number, raw in enumerate(self.lines, 1):
             line = raw.split("#", 1)[0].strip()
             if line.startswith("[[") and line.endswith("]]"):
-                path = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(line[2:-2].strip()))
+                path = _key_path(line[2:-2])
                 if path == (*table, key):
                     seen += 1
                     if seen == index:
@@ -308,6 +308,11 @@ class _Reader:
     def table(self, table: tuple[str, ...], data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value: Mapping[str, Any] = self.get(table, data, key, dict, "a table", {})
         return value
+
+
+def _key_path(dotted: str) -> tuple[str, ...]:
+    """``a."b c".d`` (a table header's inside) -> ``("a", "b c", "d")``."""
+    return tuple(p.strip().strip('"').strip("'") for p in _split_dotted(dotted.strip()))
 
 
 def _split_dotted(text: str) -> list[str]:
@@ -417,10 +422,11 @@ def _parse_rules(r: _Reader, data: Mapping[str, Any]) -> tuple[RuleModule, ...]:
     return tuple(out)
 
 
-def _check_buildkit_address(r: _Reader, address: str) -> None:
-    """A ``buildkit`` address BuildKit's client can parse. What ``docker://``
-    alone stands for (DOCKER_HOST, the docker context) is found when
-    connecting: a bad DOCKER_HOST or context is not this file's mistake."""
+def buildkit_address_problem(address: str) -> str | None:
+    """Why BuildKit's client cannot parse ``address``, or None. What
+    ``docker://`` alone stands for (DOCKER_HOST, the docker context) is found
+    when connecting: a bad DOCKER_HOST or context is not the address's mistake.
+    For WORKSPACE.toml ``buildkit`` and ``--buildkit`` alike."""
     from urllib.parse import urlsplit
 
     from buildkit.address import parse_address
@@ -428,11 +434,18 @@ def _check_buildkit_address(r: _Reader, address: str) -> None:
 
     parts = urlsplit(address.strip())
     if parts.scheme == "docker" and not parts.netloc and not parts.path:
-        return
+        return None
     try:
         parse_address(address, environ={})
     except InvalidAddress as err:
-        raise r.fail((), "buildkit", f"{err}") from None
+        return str(err)
+    return None
+
+
+def _check_buildkit_address(r: _Reader, address: str) -> None:
+    why = buildkit_address_problem(address)
+    if why:
+        raise r.fail((), "buildkit", why)
 
 
 def _toml_string(text: str) -> str:
