@@ -7,7 +7,9 @@ Errors are one line (no traceback unless ``--debug``).
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -78,12 +80,27 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
     from .workflow import affected as affected_labels
     from .workflow import execute, load, parse_platforms, resolve_labels
 
+    started_ns = time.time_ns()  # files changed after this are racy for the stamp
     if affected != bool(since):
         raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
     options = _build_options(ctx.obj["cwd"], push, outputs, secrets, ssh)
     wanted_platforms = parse_platforms(platforms)
-    loaded = load(ctx.obj["cwd"], list(labels), **ctx.obj["overrides"])
-    if affected:
+    from .fastpath import eligible
+
+    stamped = eligible(_ARGV) and not affected
+    delta = None
+    if stamped:
+        from . import delta as one_change
+
+        delta = one_change.plan(_ARGV, os.getcwd())
+        if delta is not None and not delta.rebuild:  # the changed sources reach no reported target
+            _report(*delta.report([], _summary), as_json)
+            delta.record([], _summary, "")
+            return
+    loaded = load(ctx.obj["cwd"], delta.rebuild if delta else list(labels), **ctx.obj["overrides"])
+    if delta is not None:
+        targets = resolve_labels(loaded, delta.rebuild)
+    elif affected:
         targets = affected_labels(loaded, since, labels)
         if not targets:
             click.echo(f"mbuild: nothing affected since {since}", err=True)
@@ -97,18 +114,26 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
                                              options=options, platforms=wanted_platforms)
     finally:
         display.close()
-    if as_json:
-        for o in outcomes:
-            click.echo(json.dumps(o.to_json()))
-    else:
-        for o in outcomes:
-            click.echo(_summary(o, o.cached), err=True)
-    from .fastpath import eligible
-
-    if eligible(_ARGV) and not affected and not any(o.pushed for o in outcomes):  # a push asks the registry
+    if delta is not None:
+        _report(*delta.report(outcomes, _summary), as_json)
+        delta.record(outcomes, _summary, str(loaded.workspace.root))
+        return
+    _report([o.to_json() for o in outcomes], [_summary(o, o.cached) for o in outcomes], as_json)
+    if stamped and not any(o.pushed for o in outcomes):  # a push asks the registry
         from .workflow import write_noop_stamp
 
-        write_noop_stamp(loaded, analysed, daemon, outcomes, _ARGV, [_summary(o, True) for o in outcomes])
+        write_noop_stamp(loaded, analysed, daemon, outcomes, _ARGV, [_summary(o, True) for o in outcomes],
+                         started_ns)
+
+
+def _report(records: list[dict], lines: list[str], as_json: bool) -> None:
+    """A build's result: one JSON record per target on stdout, or one line per target on stderr."""
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record))
+    else:
+        for line in lines:
+            click.echo(line, err=True)
 
 
 def _build_options(cwd: Path, push: bool, outputs, secrets, ssh):

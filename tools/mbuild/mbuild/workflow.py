@@ -296,8 +296,9 @@ def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_ca
 
 
 def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcomes, argv: list[str],
-                     lines: list[str]) -> None:
-    """Record what this build read and made, for the no-op fast path (mbuild.fastpath)."""
+                     lines: list[str], started_ns: int) -> None:
+    """Record what this build (begun at ``started_ns``) read and made, for the
+    no-op fast path and the one-change path (mbuild.fastpath, mbuild.delta)."""
     import hashlib
 
     from . import fastpath
@@ -313,9 +314,12 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
         files.append(os.path.join(root, package.build_file))
         files.extend(os.path.join(root, bzl) for bzl in package.bzl_files)
     files.extend(os.path.join(root, path) for path in loaded.rules.code_files)  # rule modules and their imports
+    for info in analysed.infos.values():  # a Dockerfile (and its ignore file) is read by analysis too: its FROM lines
+        build = info.dockerfile
+        if build is not None:
+            files.extend(os.path.join(root, p) for p in (build.dockerfile, build.ignore_file) if p)
     # A target's sources include its dependencies': each file once, not once per dependant.
-    sources = {src for info in analysed.infos.values() for src in info.sources}
-    files.extend(os.path.join(root, src) for src in sources)
+    sources = [os.path.join(root, src) for src in {src for info in analysed.infos.values() for src in info.sources}]
     skip_extra = [Path(loaded.workspace.output_dir).name]
     dirs = fastpath.glob_dirs(root, list(loaded.graph.packages), lambda d: is_skipped_dir(d, skip_extra))
     engine = daemon.engine
@@ -338,7 +342,25 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
                 outputs[path] = hashlib.sha256(f.read()).hexdigest()
     report = {"records": [dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp") for o in outcomes],
               "lines": lines}
-    fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report)
+    reach = {str(o.label): {os.path.join(root, src) for src in key_sources(analysed, o.label)} for o in outcomes}
+    fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report, sources, reach,
+                         started_ns)
+
+
+def key_sources(analysed: Analysed, label: Label) -> set[str]:
+    """Every source file ``label``'s key covers: its own and those of every
+    target it depends on, at every platform it was analysed for."""
+    out: set[str] = set()
+    for infos in (analysed.variants or {analysed.platform: analysed.infos}).values():
+        seen, stack = {label}, [label]
+        while stack:
+            info = infos[stack.pop()]
+            out.update(info.sources)
+            for dep in info.deps:
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+    return out
 
 
 def explain_target(loaded: Loaded, target: Label) -> str:
