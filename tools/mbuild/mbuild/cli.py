@@ -95,7 +95,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
         delta = one_change.plan(_ARGV, os.getcwd())
         if delta is not None and not delta.rebuild:  # the changed sources reach no reported target
             _report(*delta.report([], _summary), as_json)
-            delta.record([], _summary, "")
+            delta.record([], _summary, "", {})
             return
     loaded = load(ctx.obj["cwd"], delta.rebuild if delta else list(labels), **ctx.obj["overrides"])
     if delta is not None:
@@ -114,10 +114,19 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
                                              options=options, platforms=wanted_platforms)
     finally:
         display.close()
-    if delta is not None:
+    if delta is not None and delta.covers(outcomes):
+        from .workflow import key_graph
+
         _report(*delta.report(outcomes, _summary), as_json)
-        delta.record(outcomes, _summary, str(loaded.workspace.root))
+        if any(o.pushed for o in outcomes):  # a push asks the registry: never answered by a stamp
+            delta.forget()
+        else:
+            delta.record(outcomes, _summary, str(loaded.workspace.root),
+                         key_graph(analysed, str(loaded.workspace.root)))
         return
+    if delta is not None:  # not the graph the stamp describes (a BUILD file edited meanwhile): this build's report
+        delta.forget()
+        stamped = False
     _report([o.to_json() for o in outcomes], [_summary(o, o.cached) for o in outcomes], as_json)
     if stamped and not any(o.pushed for o in outcomes):  # a push asks the registry
         from .workflow import write_noop_stamp

@@ -20,11 +20,13 @@ which recomputes keys and writes a new stamp. So the fast path can only ever
 answer what a full no-op build would have answered.
 
 The stamp also says which of those files are *sources* only (read by a step,
-never by loading or analysis) and, for each target the build reported,
-which sources its key covers (its own and its dependencies'). When nothing
-but sources changed, :func:`changed_sources` says which, and the build
-(:mod:`mbuild.delta`) rebuilds only the targets they reach: the one-change
-path.
+never by loading or analysis), and the build's graph: each target's
+dependencies and the sources it adds to its key. When nothing but sources
+changed, :func:`changed_sources` says which, and the build
+(:mod:`mbuild.delta`) rebuilds only the reported targets they reach: the
+one-change path. A folder whose stat facts changed but whose entries did
+not (an editor saved a file by renaming a new one over it) is no change to
+what a glob lists: each folder's entries are recorded by digest too.
 
 Only cheap imports here: this runs before everything else. Stamps are
 stored with ``marshal`` (built in, instant; keyed by the Python version) and
@@ -89,7 +91,7 @@ def _facts(path: str) -> list[int] | None:
 # as they were, and a write during the build comes after the bytes the build
 # read. Its facts are recorded as RACY, which no file's facts equal: the next
 # build looks again (and its key, from the bytes, decides).
-RACY_NS = 100_000_000
+RACY_NS = 2_000_000_000  # the coarsest filesystems' clock tick (as the stat cache's margin)
 RACY = [-1]
 
 
@@ -170,6 +172,16 @@ def engine_image_ids(refs: list[str], socket_path: str) -> list[str | None]:
 # ------------------------------------------------------------------ writing
 
 
+def listing(path: str) -> str | None:
+    """A digest of a folder's entries, names and whether each is a folder (what a glob sees)."""
+    try:
+        with os.scandir(path) as it:
+            names = sorted(f"{e.name}/" if e.is_dir(follow_symlinks=False) else e.name for e in it)
+    except OSError:
+        return None
+    return sha256("\0".join(names).encode()).hexdigest()
+
+
 def glob_dirs(root: str, packages: list[str], skip) -> list[str]:
     """Every directory under the loaded packages that a glob could list."""
     out = []
@@ -183,31 +195,38 @@ def glob_dirs(root: str, packages: list[str], skip) -> list[str]:
 
 def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], engine_socket: str,
                 images: dict[str, str], outputs: dict[str, str], report: dict,
-                sources: list[str] = (), reach: dict[str, set[str]] | None = None, started_ns: int = 0) -> None:
+                sources: list[str] = (), graph: dict[str, tuple[list[str], set[str]]] | None = None,
+                started_ns: int = 0) -> None:
     """Record what a successful build read and produced (best effort, atomic).
 
     ``files`` are what loading and analysis read, ``sources`` what only
-    steps read. ``reach`` maps each reported target to the sources its key
-    covers; a source that is also one of ``files`` (or an mbuild module) is
-    not one the one-change path may see changed. A file or folder changed
-    after ``started_ns`` (when the build began reading) is recorded as racy."""
+    steps read. ``graph`` maps every target of the build to its dependencies
+    and the sources it adds to its key (absolute paths); a source that is
+    also one of ``files`` (or an mbuild module) is not one the one-change
+    path may see changed. A file or folder changed after ``started_ns``
+    (when the build began reading) is recorded as racy."""
     try:
         structure = set(files) | set(tool_files())
+        folders = {d: settled(_facts(d), started_ns) for d in sorted(set(dirs))}
         doc = {
             "version": STAMP_VERSION,
             "engine": engine_socket,
             "files": {p: settled(_facts(p), started_ns) for p in sorted(structure | set(sources))},
-            "dirs": {d: settled(_facts(d), started_ns) for d in sorted(set(dirs))},
+            "dirs": folders,
+            # (a folder changed during the build has no listing: its entries may not be those globbed)
+            "listings": {d: None if facts is RACY else listing(d) for d, facts in folders.items()},
             "images": images,
             "outputs": outputs,
             "report": report,
         }
-        if reach is not None:
+        if graph is not None:
             only_read_by_steps = sorted(set(sources) - structure)
-            index = {p: i for i, p in enumerate(only_read_by_steps)}
-            doc["delta"] = {"sources": only_read_by_steps,
-                            "reach": {label: sorted({index[p] for p in paths if p in index})
-                                      for label, paths in reach.items()}}
+            at = {p: i for i, p in enumerate(only_read_by_steps)}
+            labels = sorted(graph)
+            number = {label: i for i, label in enumerate(labels)}
+            doc["delta"] = {"sources": only_read_by_steps, "targets": labels,
+                            "deps": [[number[d] for d in graph[label][0]] for label in labels],
+                            "adds": [sorted(at[p] for p in graph[label][1] if p in at) for label in labels]}
         save_stamp(argv, cwd, doc)
     except OSError:
         pass
@@ -262,11 +281,12 @@ def try_noop(argv: list[str]) -> dict | None:
     return doc["report"] if _engine_and_outputs_hold(doc) else None
 
 
-def changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict[str, list[int] | None]] | None:
-    """The stamp and the facts now of its changed files, when every file that
-    changed is one of its sources (nothing loading or analysis reads) and all
-    else holds as for the no-op: folders, engine images, generated files.
-    None when anything else changed, or nothing did."""
+def changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict, dict] | None:
+    """The stamp, the facts now of its changed files and of its changed
+    folders, when every file that changed is one of its sources (nothing
+    loading or analysis reads), no folder's entries changed, and all else
+    holds as for the no-op: engine images, generated files. None when
+    anything else changed, or nothing did."""
     doc = _stamp(argv, cwd)
     if doc is None or "delta" not in doc:
         return None
@@ -277,12 +297,20 @@ def changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict[str, list[int
             changed[path] = now
     if not changed or not set(changed) <= set(doc["delta"]["sources"]):
         return None
-    return (doc, changed) if _engine_and_outputs_hold(doc) else None
-
-
-def _engine_and_outputs_hold(doc: dict) -> bool:
-    """The stamp's folders, generated files and engine images are as it recorded them."""
+    folders = {}
     for path, facts in doc["dirs"].items():
+        now = _facts(path)
+        if now != facts:
+            recorded = doc["listings"].get(path)
+            if now is None or recorded is None or listing(path) != recorded:
+                return None  # an entry came or went: what a glob lists may differ
+            folders[path] = now
+    return (doc, changed, folders) if _engine_and_outputs_hold(doc, check_dirs=False) else None
+
+
+def _engine_and_outputs_hold(doc: dict, check_dirs: bool = True) -> bool:
+    """The stamp's folders, generated files and engine images are as it recorded them."""
+    for path, facts in doc["dirs"].items() if check_dirs else ():
         if _facts(path) != facts:
             return False
     for path, sha in doc["outputs"].items():

@@ -314,14 +314,17 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
         files.append(os.path.join(root, package.build_file))
         files.extend(os.path.join(root, bzl) for bzl in package.bzl_files)
     files.extend(os.path.join(root, path) for path in loaded.rules.code_files)  # rule modules and their imports
-    for info in analysed.infos.values():  # a Dockerfile (and its ignore file) is read by analysis too: its FROM lines
-        build = info.dockerfile
-        if build is not None:
-            files.extend(os.path.join(root, p) for p in (build.dockerfile, build.ignore_file) if p)
-    # A target's sources include its dependencies': each file once, not once per dependant.
-    sources = [os.path.join(root, src) for src in {src for info in analysed.infos.values() for src in info.sources}]
+    variants = list((analysed.variants or {analysed.platform: analysed.infos}).values())
     skip_extra = [Path(loaded.workspace.output_dir).name]
     dirs = fastpath.glob_dirs(root, list(loaded.graph.packages), lambda d: is_skipped_dir(d, skip_extra))
+    for info in (info for infos in variants for info in infos.values()):
+        build = info.dockerfile  # analysis reads a Dockerfile (its FROM lines), its ignore file, its context's folders
+        if build is not None:
+            files.extend(os.path.join(root, p) for p in (build.dockerfile, *build.looked_for))
+            dirs.extend(os.path.join(root, d) for d in build.listed_dirs)
+    # Every platform's (a rule may name sources by platform); a target's
+    # sources include its dependencies': each file once, not once per dependant.
+    sources = [os.path.join(root, src) for src in {src for infos in variants for i in infos.values() for src in i.sources}]
     engine = daemon.engine
     if engine is None or engine.host.scheme != "unix":
         return  # the fast path checks images over a unix socket only
@@ -342,24 +345,21 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
                 outputs[path] = hashlib.sha256(f.read()).hexdigest()
     report = {"records": [dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp") for o in outcomes],
               "lines": lines}
-    reach = {str(o.label): {os.path.join(root, src) for src in key_sources(analysed, o.label)} for o in outcomes}
-    fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report, sources, reach,
-                         started_ns)
+    fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report, sources,
+                         key_graph(analysed, root), started_ns)
 
 
-def key_sources(analysed: Analysed, label: Label) -> set[str]:
-    """Every source file ``label``'s key covers: its own and those of every
-    target it depends on, at every platform it was analysed for."""
-    out: set[str] = set()
+def key_graph(analysed: Analysed, root: str) -> dict[str, tuple[list[str], set[str]]]:
+    """Each analysed target (by label text): its dependencies, and the source
+    files its key covers that its dependencies' keys do not (absolute paths),
+    over every platform it was analysed for. A changed source reaches the
+    targets that add it and everything that depends on them."""
+    out: dict[str, tuple[list[str], set[str]]] = {}
     for infos in (analysed.variants or {analysed.platform: analysed.infos}).values():
-        seen, stack = {label}, [label]
-        while stack:
-            info = infos[stack.pop()]
-            out.update(info.sources)
-            for dep in info.deps:
-                if dep not in seen:
-                    seen.add(dep)
-                    stack.append(dep)
+        for label, info in infos.items():
+            deps, adds = out.setdefault(str(label), ([str(d) for d in info.deps], set()))
+            own = set(info.sources).difference(*(infos[d].sources for d in info.deps))
+            adds.update(os.path.join(root, src) for src in own)
     return out
 
 

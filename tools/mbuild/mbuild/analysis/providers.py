@@ -174,6 +174,10 @@ class DockerfileBuild(Provider):
     context_files: tuple[str, ...]
     base_platforms: Mapping[str, str] = field(default_factory=dict)  # ref -> "build" or a platform (FROM --platform)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # What analysis read to make this, beyond the key's sources: the ignore
+    # files it looked for (there or not) and the context's folders it listed.
+    looked_for: tuple[str, ...] = ()
+    listed_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -139,11 +139,12 @@ def from_images(text: str, build_args: dict[str, str], fail, target: str = "") -
     return images
 
 
-def _context_files(root, context: str, patterns) -> tuple[str, ...]:
+def _context_files(root, context: str, patterns) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The files of the context BuildKit may be sent: what FileSync sends with
     the Dockerfile's ignore ``patterns``, less what the workspace's
     ``.dockerignore`` keeps from every build (a context's ``.env`` included):
-    those are never listed, hashed or sent."""
+    those are never listed, hashed or sent. And the folders listed to find
+    them (the context's own among them)."""
     import stat
 
     from buildkit.fswalk import walk
@@ -153,18 +154,22 @@ def _context_files(root, context: str, patterns) -> tuple[str, ...]:
     workspace = IgnoreFile.load(root)
     base = root / context if context else root
     prefix = f"{context}/" if context else ""
-    return tuple(sorted(path for path in (prefix + e.path for e in walk(base, exclude=tuple(patterns))
-                                          if not stat.S_ISDIR(e.stat.st_mode))
-                        if not workspace.excluded(path)))
+    files, dirs = [], [context]
+    for e in walk(base, exclude=tuple(patterns)):
+        (dirs if stat.S_ISDIR(e.stat.st_mode) else files).append(prefix + e.path)
+    return tuple(sorted(p for p in files if not workspace.excluded(p))), tuple(sorted(dirs))
+
+
+def _ignore_candidates(dockerfile: str, context: str) -> tuple[str, str]:
+    return f"{dockerfile}.dockerignore", f"{context}/.dockerignore" if context else ".dockerignore"
 
 
 def ignore_file(root, dockerfile: str, context: str) -> str | None:
     """The ignore file the frontend applies: ``<Dockerfile>.dockerignore``
     beside the Dockerfile, else the context's ``.dockerignore``."""
-    own = f"{dockerfile}.dockerignore"
+    own, shared = _ignore_candidates(dockerfile, context)
     if (root / own).is_file():
         return own
-    shared = f"{context}/.dockerignore" if context else ".dockerignore"
     return shared if (root / shared).is_file() else None
 
 
@@ -187,7 +192,7 @@ def _dockerfile(ctx):
     images = from_images(path.read_text(errors="replace"), args, fail, ctx.attr("target"))
     ignore = ignore_file(root, src, context)
     patterns = read_dockerignore(root / ignore) if ignore else []
-    files = _context_files(root, context, patterns)
+    files, listed = _context_files(root, context, patterns)
     pins = {normalize(i.ref): i.digest for i in ctx._workspace.images.values() if i.digest}
     bases = {}
     for ref, platform in sorted(images.items()):
@@ -201,7 +206,8 @@ def _dockerfile(ctx):
     build = DockerfileBuild(dockerfile=src, context=context, ignore_file=ignore, target=ctx.attr("target"),
                             build_args=args, bases=bases, context_files=files,
                             base_platforms={ref: p for ref, p in images.items() if p},
-                            labels=dict(ctx.attr("labels")))
+                            labels=dict(ctx.attr("labels")), looked_for=_ignore_candidates(src, context),
+                            listed_dirs=listed)
     return [build, *image_providers(ctx)]
 
 
