@@ -36,6 +36,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Mapping, Sequence
 
 from . import fastpath
@@ -54,7 +55,7 @@ class Delta:
     folders: dict[str, list[int] | None]
     looked_ns: int  # when those facts were taken
 
-    @property
+    @cached_property
     def rebuild(self) -> list[str]:
         """The reported targets a changed source reaches, in the report's order."""
         graph = self.stamp["delta"]
