@@ -196,6 +196,10 @@ class CountingRemote:
         self.calls.append("put_action_result")
         self.results[key] = result
 
+    def get_action_result(self, key):
+        self.calls.append("get_action_result")
+        return self.results.get(key)
+
 
 def _file_record(store: LocalStore, n: int) -> ActionRecord:
     sha = store.put_blob_bytes(f"file {n}\n".encode())
@@ -207,15 +211,32 @@ def test_local_hits_the_remote_lacks_are_uploaded_with_one_find_missing(tmp_path
     store = LocalStore(tmp_path / "store")
     records = [_file_record(store, n) for n in range(5)]
     remote = CountingRemote()
-    marker = published_marker(records[0].key)
-    remote.blobs[BlobRef.of_bytes(marker).hash] = marker  # the remote has the first one already
     actions = RemoteActions(remote, store, upload=True)
+    assert actions.publish_hits(records[:1]) == 1  # the remote has the first one already
+    remote.calls.clear()
     assert actions.publish_hits(records) == 4
     assert remote.calls.count("find_missing") == 1
-    assert set(remote.results) == {r.key for r in records[1:]}
+    assert remote.calls.count("get_action_result") == 1  # the first one's, whose blobs are all there
+    assert set(remote.results) == {r.key for r in records}
     assert remote.calls.index("put_action_result") < remote.calls.index("put_blob", remote.calls.index(
         "put_action_result"))  # a marker only after its result
     remote.calls.clear()
-    assert actions.publish_hits(records) == 0  # all published now: one FindMissing, nothing else
-    assert remote.calls == ["find_missing"]
+    assert actions.publish_hits(records) == 0  # all published now: one FindMissing, a lookup each, no upload
+    assert sorted(remote.calls) == ["find_missing", *["get_action_result"] * 5]
+    marker = published_marker(records[0].key)
     assert json.loads(marker) == {"mbuild-published": records[0].key}
+
+
+def test_a_remote_that_lost_its_action_cache_but_kept_its_blobs_is_filled_again(tmp_path):
+    """BuildGrid's action cache lives in memory over a disk CAS: after a
+    restart the markers and blobs are there and the results are not."""
+    store = LocalStore(tmp_path / "store")
+    records = [_file_record(store, n) for n in range(3)]
+    remote = CountingRemote()
+    actions = RemoteActions(remote, store, upload=True)
+    assert actions.publish_hits(records) == 3
+    remote.results.clear()  # the restart
+    remote.calls.clear()
+    assert actions.publish_hits(records) == 3
+    assert set(remote.results) == {r.key for r in records}
+    assert "put_blobs" not in remote.calls  # the blobs were there: only the results are sent again

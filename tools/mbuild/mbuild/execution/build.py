@@ -316,7 +316,8 @@ class Executor:
     def _upload_local_hits(self) -> None:
         """Give the remote cache the results this build found locally and it
         lacks (a CI runner with a warm local cache fills the shared remote):
-        one FindMissing for the whole build (:meth:`RemoteActions.publish_hits`).
+        one FindMissing for the whole build, then a lookup of each result that
+        seems to be there (:meth:`RemoteActions.publish_hits`).
         An image whose blobs the store does not hold is taken from the engine."""
         if not self.remote.reachable:
             return  # the remote failed earlier in this build: nothing to save images for

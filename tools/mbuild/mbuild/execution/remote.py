@@ -95,18 +95,18 @@ class RemoteActions:
         self.publish_hits([record])
 
     def publish_hits(self, records: Sequence[ActionRecord]) -> int:
-        """Upload every record of ``records`` the remote lacks, with one
-        FindMissing for them all; returns how many were uploaded.
+        """Upload every record of ``records`` the remote lacks; returns how
+        many were uploaded.
 
-        Whether the remote has a result is told by its *published marker*,
-        a tiny CAS blob naming the key (:func:`published_marker`), written
-        after the action result: a record whose marker the remote holds is
-        left alone, so a build answered from the local cache costs the
-        remote one FindMissing, not a lookup per target. The FindMissing
-        asks for the markers and every blob and file of the records, so
-        nothing is uploaded twice. (A remote that evicts an action result
-        but keeps its marker is not refilled: the next solve of that key
-        uploads it again.)"""
+        One FindMissing asks for every blob and file of the records and for
+        each one's *published marker*, a tiny CAS blob naming the key
+        (:func:`published_marker`), written after the action result. A
+        record whose marker or any blob is missing is uploaded (only the
+        missing blobs). A record the remote seems to hold in full is asked
+        for once more, by its action result: remotes keep the action cache
+        and the CAS apart, and one may lose the first and keep the second
+        (BuildGrid's in-memory action cache over a disk CAS, after a
+        restart), which a marker alone would take for published, for ever."""
         if not self.upload or not records:
             return 0
         from ..cache.remote import BlobRef
@@ -128,13 +128,18 @@ class RemoteActions:
             for ref in [*(r for _, r in outputs), BlobRef.of_bytes(record_bytes), BlobRef.of_bytes(marker)]:
                 wanted[ref] = None
         missing = self.remote.find_missing(list(wanted))
+        whole = [record.key for record, outputs, _, record_ref, marker in plans
+                 if BlobRef.of_bytes(marker) not in missing and record_ref not in missing
+                 and not any(ref in missing for _, ref in outputs)]
+        held = self._held(whole)
         sent: set = set()
         uploaded = 0
         for record, outputs, record_bytes, record_ref, marker in plans:
-            if BlobRef.of_bytes(marker) not in missing:
+            if record.key in held:
                 continue
             blobs = [ref for _, ref in outputs if ref in missing and ref not in sent]
-            self.remote.put_blobs([(ref, self.store.blob_path(ref.hash)) for ref in blobs])
+            if blobs:
+                self.remote.put_blobs([(ref, self.store.blob_path(ref.hash)) for ref in blobs])
             sent.update(blobs)
             if record_ref in missing:
                 self.remote.put_blob(record_ref, record_bytes)
@@ -144,6 +149,16 @@ class RemoteActions:
             self.remote.put_blob(BlobRef.of_bytes(marker), marker)
             uploaded += 1
         return uploaded
+
+    def _held(self, keys: Sequence[str]) -> set[str]:
+        """The keys whose action results the remote returns (asked side by side)."""
+        if not keys:
+            return set()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
+            found = list(pool.map(self.remote.get_action_result, keys))
+        return {key for key, result in zip(keys, found) if result is not None}
 
     # ------------------------------------------------------------------ fetch
 
