@@ -51,20 +51,17 @@ class Delta:
     argv: list[str]
     cwd: str
     stamp: dict
-    changed: dict[str, list[int] | None]
-    folders: dict[str, list[int] | None]
+    changed: dict[str, bytes | None]
+    folders: dict[str, bytes | None]
     looked_ns: int  # when those facts were taken
 
     @cached_property
     def rebuild(self) -> list[str]:
         """The reported targets a changed source reaches, in the report's order."""
         graph = self.stamp["delta"]
-        changed = {i for i, path in enumerate(graph["sources"]) if path in self.changed}
-        reached = {t for t, adds in enumerate(graph["adds"]) if not changed.isdisjoint(adds)}
-        dependants: list[list[int]] = [[] for _ in graph["targets"]]
-        for t, deps in enumerate(graph["deps"]):
-            for d in deps:
-                dependants[d].append(t)
+        at = {path: i for i, path in enumerate(graph["sources"])}
+        reached = {t for path in self.changed for t in graph["added_by"][at[path]]}
+        dependants = graph["dependants"]
         stack = list(reached)
         while stack:
             for up in dependants[stack.pop()]:
