@@ -32,7 +32,6 @@ stamp's (a BUILD file edited while it ran): its stamp is removed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -103,14 +102,8 @@ class Delta:
         try:
             for o in outcomes:
                 at = index[str(o.label)]
-                doc["report"]["records"][at] = dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp")
+                doc["report"]["records"][at] = fastpath.stamped_outcome(o, root, doc["images"], doc["outputs"])
                 doc["report"]["lines"][at] = summary(o, True)
-                if o.image and o.manifest_digest:
-                    doc["images"][o.image] = o.manifest_digest
-                for rel in o.files:
-                    out = os.path.join(root, rel)
-                    with open(out, "rb") as f:
-                        doc["outputs"][out] = hashlib.sha256(f.read()).hexdigest()
             doc["files"].update({p: fastpath.settled(f, self.looked_ns) for p, f in self.changed.items()})
             doc["dirs"].update({p: fastpath.settled(f, self.looked_ns) for p, f in self.folders.items()})
             fastpath.save_stamp(self.argv, self.cwd, doc)

@@ -248,6 +248,19 @@ def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], en
         pass
 
 
+def stamped_outcome(o, root: str, images: dict[str, str], outputs: dict[str, str]) -> dict:
+    """What a stamp keeps of one build outcome: its image's digest into
+    ``images``, the sha256 of each file it generated into ``outputs``, and
+    its JSON record as the stamp answers it again (returned)."""
+    if o.image and o.manifest_digest:
+        images[o.image] = o.manifest_digest
+    for rel in o.files:
+        path = os.path.join(root, rel)
+        with open(path, "rb") as f:
+            outputs[path] = sha256(f.read()).hexdigest()
+    return dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp")
+
+
 def save_stamp(argv: list[str], cwd: str, doc: dict) -> None:
     path = stamp_path(argv, cwd)
     os.makedirs(os.path.dirname(path), exist_ok=True)

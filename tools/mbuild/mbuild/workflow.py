@@ -299,8 +299,6 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
                      lines: list[str], started_ns: int) -> None:
     """Record what this build (begun at ``started_ns``) read and made, for the
     no-op fast path and the one-change path (mbuild.fastpath, mbuild.delta)."""
-    import hashlib
-
     from . import fastpath
     from .loading.packages import is_skipped_dir
 
@@ -335,16 +333,8 @@ def write_noop_stamp(loaded: Loaded, analysed: Analysed, daemon: Daemon, outcome
     if None in ids:
         return
     images = dict(zip(refs, ids))
-    outputs = {}
-    for o in outcomes:
-        if o.image and o.manifest_digest:
-            images[o.image] = o.manifest_digest
-        for rel in o.files:
-            path = os.path.join(root, rel)
-            with open(path, "rb") as f:
-                outputs[path] = hashlib.sha256(f.read()).hexdigest()
-    report = {"records": [dict(o.to_json(), cached=True, seconds=0.0, source="noop-stamp") for o in outcomes],
-              "lines": lines}
+    outputs: dict[str, str] = {}
+    report = {"records": [fastpath.stamped_outcome(o, root, images, outputs) for o in outcomes], "lines": lines}
     fastpath.write_stamp(argv, os.getcwd(), files, dirs, engine.host.path, images, outputs, report, sources,
                          key_graph(analysed, root), started_ns)
 
