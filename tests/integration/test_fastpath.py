@@ -1,7 +1,12 @@
 """The no-op fast path (mbuild.fastpath): it answers an unchanged build from
 its stamp, and never once anything the build depends on has changed. And the
 one-change path (mbuild.delta): after an edit to sources only, exactly the
-targets they reach are built, and the build reports what a full one would."""
+targets they reach are built, and the build reports what a full one would.
+
+Every test runs twice: in-process, and through a warm server of its own,
+which holds the stamps and watches the workspace (mbuild.warm_stamps): what
+it answers must be what the in-process command answers, after every kind of
+change."""
 
 from __future__ import annotations
 
@@ -26,14 +31,28 @@ def settle() -> None:
     time.sleep(2.1)
 
 
-@pytest.fixture(autouse=True)
-def settled_workspace(ws):
+def command_env(ws) -> dict[str, str]:
+    """The environment of the test's commands: its own XDG cache (stamps,
+    server socket), and the server on or off as the test's mode says."""
+    return {**os.environ, "XDG_CACHE_HOME": str(ws.cache / "xdg"), "MBUILD_SERVER": "" if ws.served else "0"}
+
+
+@pytest.fixture(autouse=True, params=["in-process", "served"])
+def settled_workspace(request, ws):
+    ws.served = request.param == "served"
+    if ws.served:
+        entry = [sys.executable, "-m", "mbuild", "server"]
+        started = subprocess.run([*entry, "start"], env=command_env(ws), capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
     settle()  # the workspace was just written
+    yield
+    if ws.served:
+        subprocess.run([*entry, "stop"], env=command_env(ws), capture_output=True, timeout=30)
 
 
 def build(ws, *args: str, labels: tuple[str, ...] = (TARGET,), delta: bool = True) -> subprocess.CompletedProcess:
-    """``python -m mbuild build ARGS LABELS`` (the real entry point, fast path included)."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(ws.cache / "xdg"), "MBUILD_SERVER": "0"}
+    """``python -m mbuild build ARGS LABELS`` (the real entry point, fast path and server included)."""
+    env = command_env(ws)
     if not delta:
         env["MBUILD_DELTA"] = "0"
     proc = subprocess.run([sys.executable, "-m", "mbuild", "--cache-dir", str(ws.cache), "build", *args, *labels],
@@ -173,7 +192,7 @@ def _edit_while_building(ws, path, text: str) -> None:
     """Run the build ``run(ws, "--progress", "plain")`` runs, and write
     ``text`` to ``path`` once app's step (it sleeps 2 s) is running: after
     the build has read the file."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(ws.cache / "xdg"), "MBUILD_SERVER": "0"}
+    env = command_env(ws)
     proc = subprocess.Popen([sys.executable, "-m", "mbuild", "--cache-dir", str(ws.cache), "build", "--json",
                              "--progress", "plain", TARGET], cwd=ws.root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -1,5 +1,6 @@
-"""The ``mbuild`` command's entry point: the no-op fast path, then a warm
-server if one runs, then the CLI in this process.
+"""The ``mbuild`` command's entry point: a warm server if one runs (it
+answers the no-op itself, from the stamp it holds), else the no-op fast path,
+then the CLI in this process.
 
 Kept free of heavy imports, so an unchanged build answers in a few tens of
 milliseconds (see :mod:`mbuild.fastpath`), and a command handed to a warm
@@ -13,10 +14,6 @@ import sys
 
 def main() -> None:
     argv = sys.argv[1:]
-    from .fastpath import main_fast
-
-    if main_fast(argv):
-        sys.exit(0)
     if argv[:1] == ["server"]:
         sys.exit(server_command(argv[1:]))
     from .server import try_server
@@ -24,6 +21,10 @@ def main() -> None:
     code = try_server(argv)
     if code is not None:
         sys.exit(code)
+    from .fastpath import main_fast
+
+    if main_fast(argv):
+        sys.exit(0)
     from .cli import main as cli_main
 
     cli_main(argv)

@@ -56,14 +56,17 @@ _ENV = ("SOURCE_DATE_EPOCH", "MBUILD_BUILDKIT", "MBUILD_CACHE_DIR", "MBUILD_REMO
 _PATTERN_MARKS = ("...",)
 
 
-def stamp_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mbuild-noop")
+def stamp_dir(env=None) -> str:
+    env = os.environ if env is None else env
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"), "mbuild-noop")
 
 
-def stamp_path(argv: list[str], cwd: str) -> str:
-    doc = repr([STAMP_VERSION, sys.version, cwd, argv, [os.environ.get(k) for k in _ENV]])
-    return os.path.join(stamp_dir(), sha256(doc.encode()).hexdigest() + ".stamp")
+def stamp_path(argv: list[str], cwd: str, env=None) -> str:
+    """Where the stamp of ``argv`` run in ``cwd`` (with ``env``, by default this process's) is kept."""
+    env = os.environ if env is None else env
+    doc = repr([STAMP_VERSION, sys.version, cwd, argv, [env.get(k) for k in _ENV]])
+    return os.path.join(stamp_dir(env), sha256(doc.encode()).hexdigest() + ".stamp")
 
 
 def eligible(argv: list[str]) -> bool:
@@ -83,7 +86,8 @@ _NOT_ELIGIBLE = ("--no-cache", "--affected", "--debug", "-h", "--help", "--push"
 _FACTS = Struct("<qqqQ")  # size, mtime ns, ctime ns, inode: one bytes object a path (marshal loads it as one)
 
 
-def _facts(path: str) -> bytes | None:
+def lstat_facts(path: str) -> bytes | None:
+    """A path's stat facts as a stamp records them (None: absent)."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -213,11 +217,11 @@ def write_stamp(argv: list[str], cwd: str, files: list[str], dirs: list[str], en
     (when the build began reading) is recorded as racy."""
     try:
         structure = set(files) | set(tool_files())
-        folders = {d: settled(_facts(d), started_ns) for d in sorted(set(dirs))}
+        folders = {d: settled(lstat_facts(d), started_ns) for d in sorted(set(dirs))}
         doc = {
             "version": STAMP_VERSION,
             "engine": engine_socket,
-            "files": {p: settled(_facts(p), started_ns) for p in sorted(structure | set(sources))},
+            "files": {p: settled(lstat_facts(p), started_ns) for p in sorted(structure | set(sources))},
             "dirs": folders,
             # (a folder changed during the build has no listing: its entries may not be those globbed)
             "listings": {d: None if facts is RACY else listing(d) for d, facts in folders.items()},
@@ -282,7 +286,7 @@ def clear_stamps() -> None:
 
 
 @contextmanager
-def _collector_paused():
+def collector_paused():
     """No cyclic garbage collection while a stamp is read and checked: it
     makes tens of thousands of objects, none of them cyclic, and in a process
     that has imported the build machinery each collection they trigger scans
@@ -296,12 +300,26 @@ def _collector_paused():
             gc.enable()
 
 
-def _stamp(argv: list[str], cwd: str) -> dict | None:
-    """This command's stamp, if there is one and mbuild's own modules are the ones it lists."""
+# Set by the warm server in the process it forks for a command
+# (:mod:`mbuild.warm_stamps`): stamp path -> (the stamp file's identity when
+# the server read it, its document, the paths that may have changed since).
+warm: dict[str, tuple[tuple, dict, frozenset[str]]] = {}
+
+
+def _stamp(argv: list[str], cwd: str) -> tuple[dict, frozenset[str] | None] | None:
+    """This command's stamp, if there is one and mbuild's own modules are the
+    ones it lists; with the paths to look at again (None: all of them)."""
     if not eligible(argv):
         return None
+    path = stamp_path(argv, cwd)
+    held = warm.get(path)
+    if held is not None:
+        from .warm_stamps import identity
+
+        if identity(path) == held[0]:
+            return held[1], held[2]
     try:
-        with open(stamp_path(argv, cwd), "rb") as f:
+        with open(path, "rb") as f:
             doc = marshal.loads(f.read())  # marshal.load(f) reads in small pieces: 20x slower
     except (OSError, ValueError, EOFError, TypeError):
         return None
@@ -311,19 +329,25 @@ def _stamp(argv: list[str], cwd: str) -> dict | None:
         return None
     if not set(tool_files()) <= set(doc["files"]):
         return None  # mbuild itself changed (a module was added)
-    return doc
+    return doc, None
+
+
+def _among(facts: dict, suspects: frozenset[str] | None):
+    """The entries of ``facts`` to look at again: all, or the suspects among them."""
+    return facts.items() if suspects is None else [(p, facts[p]) for p in suspects if p in facts]
 
 
 def try_noop(argv: list[str]) -> dict | None:
     """The stored report if nothing this command depends on has changed, else None."""
-    with _collector_paused():
-        doc = _stamp(argv, os.getcwd())
-        if doc is None:
+    with collector_paused():
+        found = _stamp(argv, os.getcwd())
+        if found is None:
             return None
-        for path, facts in doc["files"].items():  # None: the file was absent, and must still be
-            if _facts(path) != facts:
+        doc, suspects = found
+        for path, facts in _among(doc["files"], suspects):  # None: the file was absent, and must still be
+            if lstat_facts(path) != facts:
                 return None
-        return doc["report"] if _engine_and_outputs_hold(doc) else None
+        return doc["report"] if _engine_and_outputs_hold(doc, suspects) else None
 
 
 def changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict, dict] | None:
@@ -332,24 +356,25 @@ def changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict, dict] | None
     loading or analysis reads), no folder's entries changed, and all else
     holds as for the no-op: engine images, generated files. None when
     anything else changed, or nothing did."""
-    with _collector_paused():
+    with collector_paused():
         return _changed_sources(argv, cwd)
 
 
 def _changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict, dict] | None:
-    doc = _stamp(argv, cwd)
-    if doc is None or "delta" not in doc:
+    found = _stamp(argv, cwd)
+    if found is None or "delta" not in found[0]:
         return None
+    doc, suspects = found
     changed = {}
-    for path, facts in doc["files"].items():
-        now = _facts(path)
+    for path, facts in _among(doc["files"], suspects):
+        now = lstat_facts(path)
         if now != facts:
             changed[path] = now
     if not changed or not set(changed) <= set(doc["delta"]["sources"]):
         return None
     folders = {}
-    for path, facts in doc["dirs"].items():
-        now = _facts(path)
+    for path, facts in _among(doc["dirs"], suspects):
+        now = lstat_facts(path)
         if now != facts:
             recorded = doc["listings"].get(path)
             if now is None or recorded is None or listing(path) != recorded:
@@ -358,10 +383,10 @@ def _changed_sources(argv: list[str], cwd: str) -> tuple[dict, dict, dict] | Non
     return (doc, changed, folders) if _engine_and_outputs_hold(doc, check_dirs=False) else None
 
 
-def _engine_and_outputs_hold(doc: dict, check_dirs: bool = True) -> bool:
+def _engine_and_outputs_hold(doc: dict, suspects: frozenset[str] | None = None, check_dirs: bool = True) -> bool:
     """The stamp's folders, generated files and engine images are as it recorded them."""
-    for path, facts in doc["dirs"].items() if check_dirs else ():
-        if _facts(path) != facts:
+    for path, facts in _among(doc["dirs"], suspects) if check_dirs else ():
+        if lstat_facts(path) != facts:
             return False
     for path, sha in doc["outputs"].items():
         try:

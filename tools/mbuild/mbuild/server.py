@@ -9,21 +9,25 @@ user and installation; while it runs, ``mbuild …`` hands the command to it::
     mbuild server status
     mbuild server stop         # also stops by itself after 3 idle hours
 
-**It never serves a stale answer**, by construction: the server keeps no
-state between commands. For each command it forks a child that takes the
-client's own stdin, stdout and stderr (passed over the unix socket), working
-directory, environment, umask and arguments, and runs exactly what the CLI
-would run in-process; the child's exit code is the command's. The parent
-only imports and forks: it opens no BuildKit connection, reads no workspace,
-caches nothing. Before each fork it checks that none of the code it imported
+**It never serves a stale answer.** For each command it forks a child that
+takes the client's own stdin, stdout and stderr (passed over the unix
+socket), working directory, environment, umask and arguments, and runs
+exactly what ``mbuild`` would run in-process, the no-op fast path first; the
+child's exit code is the command's. The parent opens no BuildKit connection
+and reads no workspace; the one thing it keeps between commands is each
+command's no-op stamp, decoded and watched with inotify
+(:mod:`mbuild.warm_stamps`, which says why that is exact), so the child
+looks again only at the files that may have changed, not at every file of
+the workspace. Before each fork it checks that none of the code it imported
 (every loaded module file, mbuild's and buildkit-py's included) has changed
 since it started; if any has, it refuses the command (the client then runs it
 in-process) and exits, so the next ``mbuild server start`` loads the new code.
 
-The client (:func:`try_server`, called by :mod:`mbuild.entry` after the no-op
-fast path) imports only ``socket``, ``marshal`` and ``signal``; when no
-server answers it returns at once and the command runs in-process, so the
-server is only ever a speed-up. ``MBUILD_SERVER=0`` ignores a running server;
+The client (:func:`try_server`, the first thing :mod:`mbuild.entry` does)
+imports only ``socket``, ``marshal`` and ``signal``; when no server answers
+it returns at once and the command runs in-process, so the server is only
+ever a speed-up. ``MBUILD_SERVER=0`` ignores a running server;
+``MBUILD_WATCH=0`` (in the server's environment) keeps no stamps;
 ``MBUILD_SERVER_RUSAGE=FILE`` writes the peak RSS of the child that ran the
 command to FILE (a timer around the client sees only the client).
 Ctrl-C and SIGTERM are forwarded to the child.
@@ -231,8 +235,11 @@ def _changed(facts: dict[str, tuple[int, int] | None]) -> str | None:
 
 def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: list[int]) -> None:
     """In the forked child: become the client's process and run the CLI."""
+    import gc
     import signal
 
+    gc.freeze()  # what the server holds is never garbage here: no collection need scan it (or copy its pages)
+    gc.enable()  # (a server thread may have paused it while reading a stamp)
     listener.close()
     conn.close()
     for target, fd in enumerate(fds[:3]):
@@ -253,9 +260,12 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: lis
     sys.argv = ["mbuild", *request["argv"]]
     code = 0
     try:
-        from .cli import main
+        from .fastpath import main_fast
 
-        main(list(request["argv"]))
+        if not main_fast(list(request["argv"])):
+            from .cli import main
+
+            main(list(request["argv"]))
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - the CLI reports its own errors; this is a last resort
@@ -272,7 +282,7 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: lis
     os._exit(code)
 
 
-def _wait_and_answer(conn: socket.socket, pid: int) -> None:
+def _wait_and_answer(conn: socket.socket, pid: int, stamps, stamp: str | None) -> None:
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     try:
@@ -280,6 +290,16 @@ def _wait_and_answer(conn: socket.socket, pid: int) -> None:
     except OSError:
         pass
     conn.close()
+    if stamps is not None and stamp is not None:
+        stamps.refresh(stamp)  # the command may have written it anew
+
+
+def _stamp_of(request: dict) -> str | None:
+    """Where the no-op stamp of the request's command is, if it may have one."""
+    from . import fastpath
+
+    argv = list(request["argv"])
+    return fastpath.stamp_path(argv, request["cwd"], request["env"]) if fastpath.eligible(argv) else None
 
 
 def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
@@ -291,6 +311,10 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
     if not _private_dir(os.path.dirname(path)):
         raise SystemExit(f"mbuild server: {os.path.dirname(path)} is not a private folder of this user")
     _preload()
+    from . import fastpath
+    from .warm_stamps import WarmStamps
+
+    stamps = WarmStamps.open()
     facts = _code_facts()
     tmp = f"{path}.{os.getpid()}"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -300,7 +324,7 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
     os.replace(tmp, path)  # a new server takes over the name atomically
     st = os.stat(path)
     mine = (st.st_dev, st.st_ino)
-    listener.settimeout(60.0)
+    listener.settimeout(5.0)
     last = time.monotonic()
     try:
         while True:
@@ -309,6 +333,8 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
             except socket.timeout:
                 if time.monotonic() - last > idle_limit or not _owns(path, mine):
                     return  # idle, or another server took over the name
+                if stamps is not None:
+                    stamps.drain()  # keep the event queue short (an overflow drops every stamp)
                 continue
             last = time.monotonic()
             conn.settimeout(5.0)
@@ -333,16 +359,22 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
                 for fd in fds:
                     os.close(fd)
                 return
+            stamp = _stamp_of(request) if stamps is not None else None
+            held = stamps.snapshot(stamp) if stamp is not None else None
+            fastpath.warm = {stamp: held} if held is not None else {}
             pid = os.fork()
             if pid == 0:
                 _child(conn, listener, request, fds)
+            fastpath.warm = {}
             for fd in fds:
                 os.close(fd)
             conn.settimeout(None)
             _send(conn, {"pid": pid})
-            threading.Thread(target=_wait_and_answer, args=(conn, pid), daemon=True).start()
+            threading.Thread(target=_wait_and_answer, args=(conn, pid, stamps, stamp), daemon=True).start()
     finally:
         listener.close()
+        if stamps is not None:
+            stamps.close()
         if _owns(path, mine):
             try:
                 os.unlink(path)
