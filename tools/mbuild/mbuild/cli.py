@@ -76,15 +76,29 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
           remote_upload: bool | None, affected: bool, since: str | None, push: bool, outputs, platforms,
           secrets, ssh) -> None:
     """Build targets: LABEL is //pkg:name, :name, //pkg, //pkg/... or //..."""
-    from .ui.progress import make_display
-    from .workflow import affected as affected_labels
-    from .workflow import execute, load, parse_platforms, resolve_labels
+    from .workflow import parse_platforms, start_daemon
 
     started_ns = time.time_ns()  # files changed after this are racy for the stamp
     if affected != bool(since):
         raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
     options = _build_options(ctx.obj["cwd"], push, outputs, secrets, ssh)
     wanted_platforms = parse_platforms(platforms)
+    daemon = start_daemon(ctx.obj["cwd"], ctx.obj["overrides"]["buildkit"], wanted_platforms)
+    try:
+        _build(ctx, labels, as_json, progress, jobs, no_cache, remote_url, remote_upload, affected, since,
+               options, wanted_platforms, started_ns, daemon)
+    finally:
+        if daemon is not None:
+            daemon.close()
+
+
+def _build(ctx, labels, as_json, progress, jobs, no_cache, remote_url, remote_upload, affected, since, options,
+           wanted_platforms, started_ns, early) -> None:
+    """``build``, its options checked and its daemon (``early``) started."""
+    from .ui.progress import make_display
+    from .workflow import affected as affected_labels
+    from .workflow import execute, load, resolve_labels
+
     from .fastpath import eligible
 
     stamped = eligible(_ARGV) and not affected
@@ -111,7 +125,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
     try:
         outcomes, analysed, daemon = execute(loaded, targets, display, jobs, no_cache=no_cache,
                                              remote_url=remote_url, remote_upload=remote_upload,
-                                             options=options, platforms=wanted_platforms)
+                                             options=options, platforms=wanted_platforms, daemon=early)
     finally:
         display.close()
     if delta is not None and delta.covers(outcomes):

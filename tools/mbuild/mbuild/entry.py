@@ -9,10 +9,19 @@ server (:mod:`mbuild.server`) pays no import at all.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
+def quiet_grpc() -> None:
+    """gRPC's own log lines (an INFO line when a process forks while a call
+    is in flight, as the BUILD file worker may during the engine's early
+    start) are not the user's business: errors only, unless they ask."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def main() -> None:
+    quiet_grpc()
     argv = sys.argv[1:]
     if argv[:1] == ["server"]:
         sys.exit(server_command(argv[1:]))

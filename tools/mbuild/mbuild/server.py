@@ -310,6 +310,9 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
     path = path or socket_path()
     if not _private_dir(os.path.dirname(path)):
         raise SystemExit(f"mbuild server: {os.path.dirname(path)} is not a private folder of this user")
+    from .entry import quiet_grpc
+
+    quiet_grpc()  # before gRPC is imported: it reads the setting once
     _preload()
     from . import fastpath
     from .warm_stamps import WarmStamps

@@ -83,6 +83,23 @@ def load(start: Path, patterns: Sequence[str] | None, buildkit: str | None = Non
     return Loaded(workspace, graph, current, rules)
 
 
+def start_daemon(start: Path, buildkit: str | None = None, platforms: Sequence[str] = ()) -> Daemon | None:
+    """A build's daemon, started early (:meth:`Daemon.start`): connecting and
+    resolving every base image WORKSPACE.toml names, for the build's default
+    platform, while the command goes on. None when the workspace cannot be
+    read yet (loading says why, at file:line)."""
+    try:
+        workspace = load_workspace(find_workspace(start))
+    except ConfigError:
+        return None
+    address = buildkit or workspace.buildkit
+    if buildkit and buildkit_address_problem(buildkit):
+        return None
+    daemon = Daemon(address)
+    daemon.start(workspace.images.values(), platforms[0] if platforms else build_platform())
+    return daemon
+
+
 def resolve_labels(loaded: Loaded, patterns: Sequence[str]) -> list[Label]:
     labels: dict[Label, None] = {}  # ordered and unique: a list scan would be quadratic
     for text in patterns:
@@ -157,7 +174,7 @@ def target_platforms(loaded: Loaded, labels: Sequence[Label], cli: Sequence[str]
 def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon, platforms: Sequence[str] = ()) -> Analysed:
     """Analyse ``labels`` for every platform they are built for (``platforms``:
     ``--platform``), base images resolved by BuildKit (``daemon``) for each."""
-    from .execution.bases import resolve_bases, try_resolve_bases
+    from .execution.bases import raise_missing
 
     default = platforms[0] if platforms else build_platform()
     wanted = target_platforms(loaded, labels, platforms, default)
@@ -167,10 +184,10 @@ def analyse(loaded: Loaded, labels: Sequence[Label], daemon: Daemon, platforms: 
     images = [loaded.workspace.images[n] for n in known]
     variants, variant_bases, unresolved = {}, {}, {}
     for platform in every:
+        bases, missing = daemon.resolve(images, platform) if images else ({}, {})
         if platform == default:
-            bases, missing = (resolve_bases(daemon.client(), images, platform) if images else {}), {}
-        else:
-            bases, missing = try_resolve_bases(daemon.client(), images, platform)
+            raise_missing(images, missing, daemon.address)
+            missing = {}
         infos = analyze(loaded.graph, loaded.workspace, labels, bases, loaded.rules, platform)
         variants[platform], variant_bases[platform], unresolved[platform] = infos, dict(bases), dict(missing)
     _resolve_dockerfile_bases(daemon, variants, variant_bases, unresolved)
@@ -264,13 +281,17 @@ def open_remote(workspace: Workspace, store, url: str | None, upload: bool | Non
 
 def execute(loaded: Loaded, targets: Sequence[Label], on_event, jobs: int, no_cache: bool = False,
             remote_url: str | None = None, remote_upload: bool | None = None, options=None,
-            platforms: Sequence[str] = ()):
+            platforms: Sequence[str] = (), daemon: Daemon | None = None):
     """Build ``targets``: ``options`` (:class:`mbuild.execution.build.BuildOptions`)
-    are the push, tarball, secret and SSH options; ``platforms`` is ``--platform``."""
+    are the push, tarball, secret and SSH options; ``platforms`` is ``--platform``;
+    ``daemon`` one :func:`start_daemon` started (used if it is the workspace's)."""
     from .cache.store import LocalStore
     from .execution.build import BuildOptions, Executor
 
-    daemon = Daemon(loaded.workspace.buildkit)
+    if daemon is None or daemon.text != loaded.workspace.buildkit:
+        if daemon is not None:
+            daemon.close()
+        daemon = Daemon(loaded.workspace.buildkit)
     remote = store = None
     try:
         analysed = analyse(loaded, targets, daemon, platforms)

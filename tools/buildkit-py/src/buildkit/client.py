@@ -556,7 +556,18 @@ class Client:
 
     def _drive_gateway(self, function: BuildFunction, ref: str, session_id: str, future,
                        errors: list[BaseException]) -> None:
-        """Wait for the build's bridge, run ``function`` on it, and Return its result."""
+        """Wait for the build's bridge, run ``function`` on it, and Return its result.
+        Whatever goes wrong is the solving thread's to raise (the client closed
+        under it, too), never a traceback of this thread."""
+        try:
+            self._drive_gateway_unguarded(function, ref, session_id, future, errors)
+        except BaseException as e:  # noqa: BLE001 - re-raised by the solving thread
+            errors.append(e if isinstance(e, BuildKitError) else
+                          BuildKitError(f"the build on BuildKit at {self.address} was cut short: {e}"))
+            future.cancel()
+
+    def _drive_gateway_unguarded(self, function: BuildFunction, ref: str, session_id: str, future,
+                                 errors: list[BaseException]) -> None:
         gw = Gateway(self.connection.channel, ref, session_id, self.address, self.engine)
         deadline = time.monotonic() + _BRIDGE_WAIT
         while True:

@@ -75,10 +75,15 @@ def resolve_bases(client, images: Iterable[BaseImage], platform: str | None = No
     """
     images = list(images)
     found, missing = try_resolve_bases(client, images, platform)
+    raise_missing(images, missing, client.address)
+    return found
+
+
+def raise_missing(images: Iterable[BaseImage], missing: Mapping[str, str], address: object) -> None:
+    """Raise :class:`BuildFailure` for the first of ``images`` that is in ``missing`` (name -> why)."""
     for image in images:
         if image.name in missing:
-            raise _missing(image, client.address, missing[image.name])
-    return found
+            raise _missing(image, address, missing[image.name])
 
 
 def try_resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None
