@@ -190,7 +190,7 @@ def _preload() -> None:
 
     from . import cli, workflow  # noqa: F401
     from .analysis import analyze  # noqa: F401
-    from .cache import keys, store  # noqa: F401
+    from .cache import keys, remote, store  # noqa: F401
     from .execution import bases, build, remote  # noqa: F401
     from .ui import progress  # noqa: F401
 

@@ -258,13 +258,12 @@ def source_date_epoch(workspace: Workspace) -> int:
 
 def open_remote(workspace: Workspace, store, url: str | None, upload: bool | None):
     """The remote cache of WORKSPACE.toml (or ``url``), wrapped so failures are misses."""
-    from .cache.remote import open_safe_remote
-    from .execution.remote import RemoteActions
-
     said = "--remote (or MBUILD_REMOTE_CACHE)" if url else "WORKSPACE.toml cache.remote"
     url = url or workspace.cache.remote
     if not url:
-        return None
+        return None  # (before the imports: a build without a remote does not pay for them)
+    from .cache.remote import open_safe_remote
+    from .execution.remote import RemoteActions
 
     def warn(message: str) -> None:
         print(message if message.startswith("mbuild:") else f"mbuild: warning: {message}", file=sys.stderr)
