@@ -6,6 +6,7 @@ never a failure it could raise better itself."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import pytest
 
@@ -48,6 +49,9 @@ class FakeDaemon(Daemon):
             raise self.failure
         return self.fake
 
+    def _held(self, images):
+        return images  # as if the engine had them all
+
 
 def test_analysis_takes_the_early_answers_for_images_it_asked_for():
     client = FakeClient()
@@ -77,11 +81,54 @@ def test_a_failed_early_start_is_met_again_where_analysis_asks():
         daemon.resolve([NODE], PLATFORM)
 
 
-def test_closing_waits_for_the_early_start():
+class ClosingClient(FakeClient):
+    closed_during: list[bool]
+
+    def close(self) -> None:
+        self.closed_during = list(self.calls)
+
+
+def test_closing_never_waits_and_never_closes_under_the_early_start():
+    """A command that ends early (a BUILD error, nothing to rebuild) does not
+    wait for the engine; the early start closes the connection when it is done."""
     gate = threading.Event()
-    client = FakeClient(gate)
-    daemon = FakeDaemon(client)
+    client = ClosingClient(gate)
+
+    class Connected(Daemon):
+        def __init__(self):
+            super().__init__("docker://")
+
+        def _held(self, images):
+            return images
+
+    daemon = Connected()
+    daemon._connection = Future()  # connected already
+    daemon._connection.set_result(client)
     daemon.start([NODE], PLATFORM)
-    threading.Timer(0.2, gate.set).start()
-    daemon.close()
-    assert client.calls, "closed before the early start was done"
+    daemon.close()  # returns at once: the resolution is still held at the gate
+    assert not hasattr(client, "closed_during")
+    gate.set()
+    for _ in range(100):
+        if hasattr(client, "closed_during"):
+            break
+        threading.Event().wait(0.01)
+    assert client.closed_during == [["docker.io/library/node:22-slim"]], "not closed after the early start"
+
+
+def test_a_failed_connection_is_not_tried_twice(monkeypatch):
+    """An unreachable engine makes the user wait once, however many parts of the build ask."""
+    import buildkit.client
+
+    opened = []
+
+    def failing(address, *a, **k):
+        opened.append(address)
+        raise ConnectionError("no engine there")
+
+    monkeypatch.setattr(buildkit.client.Client, "open", failing)
+    daemon = Daemon("unix:///nonexistent/buildkitd.sock")
+    daemon.start([NODE], PLATFORM)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            daemon.client()
+    assert len(opened) == 1

@@ -130,3 +130,27 @@ def test_server_usage_and_status(env, tmp_path):
     bad = mbuild(env, tmp_path, "server", "frobnicate")
     assert bad.returncode == 2 and "usage: mbuild server start|stop|status" in bad.stderr
     assert "no server was running" in mbuild(env, tmp_path, "server", "stop").stderr
+
+
+def test_two_messages_sent_at_once_are_read_as_two():
+    """A no-op answered by the server ends before the client has read the
+    child's pid: both messages arrive in one read, and neither may be lost
+    (it was: the command then exited 1 after printing its answer)."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server_module._send(theirs, {"pid": 12})
+        server_module._send(theirs, {"exit": 0, "maxrss_kb": 1})
+        assert server_module._recv(ours)[0] == {"pid": 12}
+        assert server_module._recv(ours)[0] == {"exit": 0, "maxrss_kb": 1}
+    # And a request with its descriptors, followed at once by more bytes.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server_module._send(theirs, {"argv": ["build"]}, [0, 1, 2])
+        server_module._send(theirs, {"v": 1})
+        request, fds = server_module._recv(ours, with_fds=True)
+        for fd in fds:
+            os.close(fd)
+        assert (request, len(fds)) == ({"argv": ["build"]}, 3)
+        assert server_module._recv(ours)[0] == {"v": 1}

@@ -185,3 +185,58 @@ def test_the_stamp_of_a_request_is_found_with_the_requests_environment(tmp_path)
     path = fastpath.stamp_path(["build", "//a:b"], "/w", env)
     assert path.startswith(str(tmp_path / "elsewhere"))
     assert path != fastpath.stamp_path(["build", "//a:b"], "/w", {**env, "DOCKER_HOST": ""})
+
+
+def test_a_folder_moved_away_and_made_again_is_watched_anew(tmp_path, tree, stamps):
+    """The old watch follows the folder to its new name; the new folder at
+    the old path must get a watch of its own once the stamp is read again."""
+    stamp = held_stamp(tmp_path, tree, stamps)
+    os.rename(tree / "pkg", tree / "pkg.old")
+    shutil.copytree(tree / "pkg.old", tree / "pkg")
+    assert stamps.snapshot(stamp) is None
+    time.sleep(0.01)
+    stamp = held_stamp(tmp_path, tree, stamps)  # the rebuild's new stamp
+    (tree / "pkg" / "new.txt").write_text("a glob would see this\n")
+    (tree / "pkg.old" / "a.txt").write_text("the old copy: nobody's business\n")
+    assert marked(stamps, stamp) >= {str(tree / "pkg")}
+    assert str(tree / "pkg/a.txt") not in marked(stamps, stamp)
+
+
+def test_a_folder_above_renamed_drops_the_stamp(tmp_path, tree, stamps):
+    """No recorded file is directly in ws/, yet renaming it takes every path below along."""
+    (tree / "deep" / "web").mkdir(parents=True)
+    (tree / "deep" / "web" / "a.txt").write_text("a\n")
+    stamp = write_stamp(tmp_path / "s.stamp", [tree / "deep/web/a.txt"], [tree / "deep/web"])
+    stamps.refresh(stamp)
+    assert marked(stamps, stamp) == set()
+    os.rename(tree / "deep", tree / "deep.old")
+    shutil.copytree(tree / "deep.old", tree / "deep")
+    assert stamps.snapshot(stamp) is None
+
+
+def test_hard_links_recorded_by_two_stamps_are_both_marked(tmp_path, tree, stamps):
+    """One inode has one watch descriptor: a write through a third link marks every path it is recorded as."""
+    os.link(tree / "pkg/a.txt", tree / "other/b.txt")
+    os.link(tree / "pkg/a.txt", tmp_path / "c.txt")
+    one = write_stamp(tmp_path / "one.stamp", [tree / "pkg/a.txt"], [])
+    two = write_stamp(tmp_path / "two.stamp", [tree / "other/b.txt"], [])
+    stamps.refresh(one)
+    stamps.refresh(two)
+    with open(tmp_path / "c.txt", "a") as f:
+        f.write("through the third link\n")
+    assert marked(stamps, one) == {str(tree / "pkg/a.txt")}
+    assert marked(stamps, two) == {str(tree / "other/b.txt")}
+
+
+def test_a_command_right_after_the_last_waits_for_its_stamp(tmp_path, tree, stamps):
+    """The server says a stamp is being read before it answers the command
+    that wrote it: the next command's snapshot waits and gets the new one."""
+    import threading
+
+    stamp = held_stamp(tmp_path, tree, stamps)
+    stamps.expect(stamp)
+    time.sleep(0.01)
+    write_stamp(Path(stamp), [tree / "pkg/a.txt"], [])
+    threading.Timer(0.1, stamps.refresh, args=(stamp,)).start()
+    held = stamps.snapshot(stamp)
+    assert held is not None and held[0] == identity(stamp)

@@ -25,13 +25,13 @@ MODIFY, ATTRIB, CLOSE_WRITE = 0x2, 0x4, 0x8
 MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x40, 0x80, 0x100, 0x200
 DELETE_SELF, MOVE_SELF = 0x400, 0x800
 Q_OVERFLOW, IGNORED = 0x4000, 0x8000
-_ONLYDIR, _DONT_FOLLOW = 0x01000000, 0x02000000
+_ONLYDIR, _DONT_FOLLOW, _MASK_ADD = 0x01000000, 0x02000000, 0x20000000
 _NONBLOCK, _CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 
 # Everything that can change what lstat says of a folder or of an entry in it.
 FOLDER_EVENTS = MODIFY | ATTRIB | CLOSE_WRITE | MOVED_FROM | MOVED_TO | CREATE | DELETE | DELETE_SELF | MOVE_SELF
-# The folder itself went away or moved: its watch no longer names its path.
-LOST = DELETE_SELF | MOVE_SELF | IGNORED | Q_OVERFLOW
+# The watched inode went away or moved: its watch no longer names its path.
+SELF_GONE = DELETE_SELF | MOVE_SELF
 
 # statfs f_type of filesystems whose every change is made through this
 # kernel, so an inotify watch sees it (linux/magic.h).
@@ -56,6 +56,7 @@ def _lib():
         lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         lib.inotify_init1.argtypes = [ctypes.c_int]
         lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        lib.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
         _libc = lib
     return _libc
@@ -98,21 +99,19 @@ class Inotify:
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
         self.fd = fd
 
-    def watch_folder(self, folder: str, mask: int = FOLDER_EVENTS) -> int:
-        """A watch descriptor for ``folder`` (the same one if already watched)."""
-        wd = _lib().inotify_add_watch(self.fd, os.fsencode(folder), mask | _ONLYDIR | _DONT_FOLLOW)
-        if wd < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"inotify_add_watch {folder}: {os.strerror(e)}")
-        return wd
-
-    def watch_file(self, path: str, mask: int) -> int:
-        """A watch descriptor for the inode at ``path`` (a symlink itself, not what it points to)."""
-        wd = _lib().inotify_add_watch(self.fd, os.fsencode(path), mask | _DONT_FOLLOW)
+    def watch(self, path: str, mask: int, folder: bool) -> int:
+        """A watch descriptor for the inode at ``path`` (a symlink itself, not
+        what it points to). One inode has one descriptor: watching it again
+        returns the same one, its mask grown by ``mask`` (never narrowed)."""
+        flags = mask | _DONT_FOLLOW | _MASK_ADD | (_ONLYDIR if folder else 0)
+        wd = _lib().inotify_add_watch(self.fd, os.fsencode(path), flags)
         if wd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_add_watch {path}: {os.strerror(e)}")
         return wd
+
+    def unwatch(self, wd: int) -> None:
+        _lib().inotify_rm_watch(self.fd, wd)  # (an error: already gone)
 
     def read(self) -> list[tuple[int, int, str]]:
         """Every event queued now, as (watch descriptor, mask, entry name or '')."""

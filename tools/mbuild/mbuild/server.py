@@ -96,21 +96,27 @@ def _send(sock: socket.socket, value, fds: list[int] | None = None) -> None:
 
 
 def _recv(sock: socket.socket, with_fds: bool = False):
+    """One message (and the descriptors sent with it): exactly its bytes, never
+    a byte of the next one (a fast command's answer follows its pid at once)."""
     fds: list[int] = []
     if with_fds:
-        head, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+        head, fds, _, _ = socket.recv_fds(sock, 4, 3)  # the descriptors come with the first byte
     else:
-        head = sock.recv(1 << 20)
+        head = sock.recv(4)
+    head += _exactly(sock, 4 - len(head)) if head else b""
     if len(head) < 4:
         raise EOFError("connection closed")
-    size = int.from_bytes(head[:4], "big")
-    data = head[4:]
+    return marshal.loads(_exactly(sock, int.from_bytes(head, "big"))), fds
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
     while len(data) < size:
-        chunk = sock.recv(size - len(data))
+        chunk = sock.recv(min(size - len(data), 1 << 20))
         if not chunk:
             raise EOFError("connection closed")
         data += chunk
-    return marshal.loads(data), fds
+    return data
 
 
 # --------------------------------------------------------------------------- client
@@ -190,7 +196,8 @@ def _preload() -> None:
 
     from . import cli, workflow  # noqa: F401
     from .analysis import analyze  # noqa: F401
-    from .cache import keys, remote, store  # noqa: F401
+    from .cache import keys, store  # noqa: F401
+    from .cache.remote import open_safe_remote  # noqa: F401
     from .execution import bases, build, remote  # noqa: F401
     from .ui import progress  # noqa: F401
 
@@ -285,21 +292,29 @@ def _child(conn: socket.socket, listener: socket.socket, request: dict, fds: lis
 def _wait_and_answer(conn: socket.socket, pid: int, stamps, stamp: str | None) -> None:
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
+    watched = stamps is not None and stamp is not None
+    if watched:
+        stamps.expect(stamp)  # before the answer: a command sent right after it waits for the stamp
     try:
         _send(conn, {"exit": code if code >= 0 else 128 - code, "maxrss_kb": usage.ru_maxrss})
     except OSError:
         pass
-    conn.close()
-    if stamps is not None and stamp is not None:
-        stamps.refresh(stamp)  # the command may have written it anew
+    finally:
+        conn.close()
+        if watched:
+            stamps.refresh(stamp)  # the command may have written it anew
 
 
 def _stamp_of(request: dict) -> str | None:
     """Where the no-op stamp of the request's command is, if it may have one."""
     from . import fastpath
 
-    argv = list(request["argv"])
-    return fastpath.stamp_path(argv, request["cwd"], request["env"]) if fastpath.eligible(argv) else None
+    try:
+        argv = [str(a) for a in request["argv"]]
+        return fastpath.stamp_path(argv, str(request["cwd"]), dict(request["env"])) \
+            if fastpath.eligible(argv) else None
+    except (KeyError, TypeError, ValueError):
+        return None  # not a request the CLI could run either: the child says so
 
 
 def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:

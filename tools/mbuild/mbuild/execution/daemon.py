@@ -27,10 +27,10 @@ from .engine import Engine, engine_for
 class Daemon:
     def __init__(self, address: str) -> None:
         self.text = address
-        self._client = None
-        self._failed: BaseException | None = None  # why the connection could not be opened
         self._lock = threading.Lock()
+        self._connection: Future | None = None  # the client, once opening it began
         self._early: dict[str, tuple[dict, Future]] = {}  # platform -> (the images asked for, their resolution)
+        self._closed = False
 
     @cached_property
     def address(self):
@@ -41,37 +41,59 @@ class Daemon:
 
     def client(self):
         """The connected :class:`buildkit.Client` (jobs run in threads: one
-        connection is shared, never two opened)."""
+        connection is shared, never two opened; a failure to open it is
+        raised again, not retried: an unreachable address makes nobody wait twice)."""
         with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            if self._client is None:
-                from buildkit.client import Client
+            opening = self._connection is None
+            if opening:
+                self._connection = Future()
+            connection = self._connection
+        if opening:
+            from buildkit.client import Client
 
-                try:
-                    self._client = Client.open(self.address)
-                except BaseException as e:
-                    self._failed = e  # not tried twice (an unreachable address would make the user wait twice)
-                    raise
-            return self._client
+            try:
+                connection.set_result(Client.open(self.address))
+            except Exception as e:
+                connection.set_exception(e)
+            except BaseException as e:  # Ctrl-C: whoever waits sees it; a later call tries again
+                with self._lock:
+                    self._connection = None
+                connection.set_exception(e)
+                raise
+        return connection.result()
 
     def start(self, images, platform: str) -> None:
-        """Connect and resolve ``images`` (:class:`~mbuild.loading.workspace.BaseImage`) for
-        ``platform`` in the background; :meth:`resolve` answers from it."""
+        """Connect, and resolve for ``platform`` those of ``images``
+        (:class:`~mbuild.loading.workspace.BaseImage`) the engine holds
+        (resolved there, at once; an image it lacks may need a registry, and
+        the build may not even use it), in the background; :meth:`resolve`
+        answers from it."""
+        from .. import background
         from .bases import try_resolve_bases
 
-        images = list(images)
+        held = self._held(list(images))
         future: Future = Future()
-        self._early[platform] = ({i.name: i for i in images}, future)
+        self._early[platform] = ({i.name: i for i in held}, future)
 
         def run() -> None:
             try:
                 client = self.client()
-                future.set_result(try_resolve_bases(client, images, platform))
+                future.set_result(try_resolve_bases(client, held, platform) if held else ({}, {}))
             except BaseException as e:  # noqa: BLE001 - met again, and raised, where analysis asks
                 future.set_exception(e)
 
-        threading.Thread(target=run, name="engine-start", daemon=True).start()
+        future.add_done_callback(lambda _: self._close_if_closed())
+        background.start(run, "engine-start")  # (forks wait for it: see mbuild.background)
+
+    def _held(self, images: list) -> list:
+        """The images a local Docker engine has (by name): none behind another address."""
+        docker = getattr(self.address, "docker", None)
+        if not images or docker is None or docker.scheme != "unix":
+            return []
+        from ..fastpath import engine_image_ids
+
+        ids = engine_image_ids([i.ref.split("@", 1)[0] for i in images], docker.path)
+        return [image for image, found in zip(images, ids) if found]
 
     def resolve(self, images, platform: str):
         """(resolved, why each other was not) for ``images`` at ``platform``,
@@ -98,15 +120,28 @@ class Daemon:
         return engine_for(self.address)
 
     def close(self) -> None:
-        for _, future in self._early.values():  # not closed under the early start's feet
-            try:
-                future.exception(timeout=5)
-            except Exception:  # noqa: BLE001 - still running after 5 s: closed all the same
-                pass
+        """Close the connection and the engine's; an early start still under
+        way closes them when it is done (never under its feet, never waited for)."""
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            self._closed = True
+        self._close_if_closed()
+
+    def _close_if_closed(self) -> None:
+        with self._lock:
+            if not self._closed or any(not f.done() for _, f in self._early.values()):
+                return
+            connection, self._connection = self._connection, None
+            self._closed = False  # (used again, it opens again)
+        if connection is not None:
+            if not connection.done():
+                connection.add_done_callback(_close_connection)  # being opened by a job thread
+            else:
+                _close_connection(connection)
         engine = self.__dict__.pop("engine", None)  # (closed once: a build's daemon is closed by two owners)
         if engine is not None:
             engine.close()
+
+
+def _close_connection(connection: Future) -> None:
+    if connection.exception() is None:
+        connection.result().close()

@@ -110,6 +110,9 @@ class _Process:
     """One forked worker: ``run(evaluator, requests, replies)`` in the child."""
 
     def __init__(self, evaluator: Evaluator, stepwise: str | None = None) -> None:
+        from mbuild import background
+
+        background.quiesce()  # no fork while another thread imports or talks to the engine
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         try:
