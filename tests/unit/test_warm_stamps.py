@@ -240,3 +240,32 @@ def test_a_command_right_after_the_last_waits_for_its_stamp(tmp_path, tree, stam
     threading.Timer(0.1, stamps.refresh, args=(stamp,)).start()
     held = stamps.snapshot(stamp)
     assert held is not None and held[0] == identity(stamp)
+
+
+def test_a_folder_replaced_while_its_stamp_is_read_is_not_vouched_for(tmp_path, tree, stamps, monkeypatch):
+    """Replaced between the read's drain and its watches: the old watch's
+    events may still be queued, so the new inode is no reason to trust the path."""
+    from mbuild import warm_stamps
+
+    (tree / "tool").mkdir()
+    (tree / "tool" / "a.txt").write_text("a\n")
+    files = [tree / "tool/a.txt"]
+    stamp = write_stamp(tmp_path / "s.stamp", files, [tree])  # tool/ is no glob folder: only its file is recorded
+    stamps.refresh(stamp)
+    time.sleep(0.01)
+    write_stamp(Path(stamp), files, [tree])  # the next command wrote it again, the same facts
+    real, done = stamps._watch, []
+
+    def replacing_first(paths, what):
+        if what == warm_stamps.FOLDER and not done:
+            done.append(True)
+            os.rename(tree / "tool", tree / "tool.old")
+            shutil.copytree(tree / "tool.old", tree / "tool")
+        return real(paths, what)
+
+    monkeypatch.setattr(stamps, "_watch", replacing_first)
+    stamps.refresh(stamp)
+    held = stamps.snapshot(stamp)
+    if held is not None:  # held again: then the replaced file must be looked at
+        assert str(tree / "tool/a.txt") in held[2] or fastpath.lstat_facts(str(tree / "tool/a.txt")) == \
+            held[1]["files"][str(tree / "tool/a.txt")]

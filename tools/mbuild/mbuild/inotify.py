@@ -137,3 +137,19 @@ class Inotify:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class Closed(Inotify):
+    """An instance with no watches and no events (what is left when a new one cannot be made)."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+
+    def watch(self, path: str, mask: int, folder: bool) -> int:
+        raise OSError(errno.EBADF, "no inotify instance")
+
+    def unwatch(self, wd: int) -> None:
+        pass
+
+    def read(self) -> list[tuple[int, int, str]]:
+        return []

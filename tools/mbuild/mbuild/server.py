@@ -382,12 +382,26 @@ def serve(path: str | None = None, idle_limit: float = IDLE_LIMIT) -> None:
             fastpath.warm = {stamp: held} if held is not None else {}
             pid = os.fork()
             if pid == 0:
-                _child(conn, listener, request, fds)
+                try:
+                    _child(conn, listener, request, fds)  # (ends the process itself)
+                except BaseException as e:  # noqa: BLE001 - never back into the server's loop
+                    try:
+                        os.write(2, f"mbuild: error: {e}\n".encode())
+                    finally:
+                        os._exit(1)
             fastpath.warm = {}
             for fd in fds:
                 os.close(fd)
             conn.settimeout(None)
-            _send(conn, {"pid": pid})
+            try:
+                _send(conn, {"pid": pid})
+            except OSError:  # the client gave up waiting (and runs the command itself): not twice
+                import signal
+
+                os.kill(pid, signal.SIGTERM)
+                conn.close()
+                threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+                continue
             threading.Thread(target=_wait_and_answer, args=(conn, pid, stamps, stamp), daemon=True).start()
     finally:
         listener.close()

@@ -88,16 +88,23 @@ class WarmStamps:
         self._reset()
 
     def _reset(self) -> None:
-        """No entries and no watches: a fresh inotify instance (called with the lock held, or at start)."""
-        old = getattr(self, "_inotify", None)
-        if old is not None:
-            old.close()
-        self._inotify = inotify.Inotify()
+        """No entries and no watches: a fresh inotify instance (called with the
+        lock held, or at start). Without one, nothing is held from then on."""
         self._entries.clear()
         self._watched: dict[tuple[str, str], tuple[int, int]] = {}  # (path, what for) -> (wd, inode)
         self._by_wd: dict[int, set[tuple[str, str]]] = {}  # one inode, one wd: hard links share it
         self._unwatchable: set[str] = set()
         self._epoch = getattr(self, "_epoch", 0) + 1  # a stamp read across a reset or a lost watch is dropped
+        old = getattr(self, "_inotify", None)
+        if old is not None:
+            old.close()
+        try:
+            self._inotify = inotify.Inotify()
+        except OSError:
+            if old is None:
+                raise  # at start: no watching at all (open() says None)
+            self._inotify = inotify.Closed()
+            self._budget = 0  # nothing is watched, so every path is marked: never stale
 
     @classmethod
     def open(cls) -> "WarmStamps | None":
@@ -121,7 +128,7 @@ class WarmStamps:
         with self._lock:
             loading = self._loading.get(path)
         if loading is not None:
-            loading.wait(1.0)  # a stamp written by the previous command is being read: worth the wait
+            loading.wait(0.5)  # a stamp written by the previous command is being read: worth the wait
         self.drain()
         with self._lock:
             entry = self._entries.get(path)
@@ -257,6 +264,13 @@ class WarmStamps:
             held = self._watched.get((p, what))
             if held is not None and held[1] == inode:
                 continue
+            if held is not None:  # another inode at this path: its old watch's events may not be read yet
+                with self._lock:
+                    if what == FILE:
+                        self._forget(held[0])  # marked in every entry; a stamp being read is dropped
+                    else:
+                        self._reset()  # the old watch follows the folder elsewhere, as a drain would find
+                held = None
             if what == FOLDER and not inotify.watchable(p):
                 self._unwatchable.add(p)
                 unwatched.add(p)
@@ -270,12 +284,6 @@ class WarmStamps:
                 except OSError:
                     unwatched.add(p)  # gone meanwhile, or no watches left
                     continue
-                if held is not None and held[0] != wd:  # another inode at this path now
-                    left = self._by_wd.get(held[0], set())
-                    left.discard((p, what))
-                    if not left:
-                        self._by_wd.pop(held[0], None)
-                        self._inotify.unwatch(held[0])
                 self._watched[(p, what)] = (wd, inode)
                 self._by_wd.setdefault(wd, set()).add((p, what))
         return unwatched

@@ -64,21 +64,21 @@ class Daemon:
 
     def start(self, images, platform: str) -> None:
         """Connect, and resolve for ``platform`` those of ``images``
-        (:class:`~mbuild.loading.workspace.BaseImage`) the engine holds
-        (resolved there, at once; an image it lacks may need a registry, and
-        the build may not even use it), in the background; :meth:`resolve`
-        answers from it."""
+        (:class:`~mbuild.loading.workspace.BaseImage`) the engine holds, in
+        the background; :meth:`resolve` answers from it."""
         from .. import background
         from .bases import try_resolve_bases
 
-        held = self._held(list(images))
+        images = list(images)
         future: Future = Future()
-        self._early[platform] = ({i.name: i for i in held}, future)
+        self._early[platform] = ({i.name: i for i in images}, future)
 
         def run() -> None:
             try:
                 client = self.client()
-                future.set_result(try_resolve_bases(client, held, platform) if held else ({}, {}))
+                held = self._held(images)
+                found, missing = try_resolve_bases(client, held, platform) if held else ({}, {})
+                future.set_result((found, missing, {i.name for i in held}))
             except BaseException as e:  # noqa: BLE001 - met again, and raised, where analysis asks
                 future.set_exception(e)
 
@@ -86,7 +86,9 @@ class Daemon:
         background.start(run, "engine-start")  # (forks wait for it: see mbuild.background)
 
     def _held(self, images: list) -> list:
-        """The images a local Docker engine has (by name): none behind another address."""
+        """The images a local Docker engine has (by name): none behind another
+        address. (Resolved early, at once; one the engine lacks may need a
+        registry, and the build may not even use it.)"""
         docker = getattr(self.address, "docker", None)
         if not images or docker is None or docker.scheme != "unix":
             return []
@@ -105,13 +107,19 @@ class Daemon:
         early = self._early.get(platform)
         if early is not None and all(early[0].get(i.name) == i for i in images):
             try:
-                found, missing = early[1].result()
+                found, missing, held = early[1].result()
             except BaseException:  # noqa: BLE001 - asked again below, where the error is raised
                 pass
             else:
                 names = {i.name for i in images}
-                return ({n: b for n, b in found.items() if n in names},
-                        {n: why for n, why in missing.items() if n in names})
+                found = {n: b for n, b in found.items() if n in names}
+                missing = {n: why for n, why in missing.items() if n in names}
+                rest = [i for i in images if i.name not in held]  # the engine lacks them: asked now
+                if rest:
+                    more_found, more_missing = try_resolve_bases(self.client(), rest, platform)
+                    found.update(more_found)
+                    missing.update(more_missing)
+                return found, missing
         return try_resolve_bases(self.client(), images, platform)
 
     @cached_property

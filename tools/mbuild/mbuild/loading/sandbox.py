@@ -23,6 +23,13 @@ The worker evaluates the packages it is sent in order and returns plain data
 targets of one package while the worker evaluates the next, so on two cores
 loading takes less time than in one process.
 
+A build forks its first worker before anything else starts a thread
+(:func:`prefork`; it learns which workspace it evaluates when first used):
+a fork while another thread imports or talks to the engine leaves locks
+held in the child that no thread there will release. Any later fork (a
+second worker, or one after a crash) first waits for mbuild's background
+threads (:mod:`mbuild.background`).
+
 When the worker dies (stack overflow, allocation failure, a panic) or takes
 too long, the package is evaluated again in a fresh worker one top-level
 statement at a time, which reports each statement before it runs: the error
@@ -107,9 +114,11 @@ def _crash_kind(err: BaseException) -> tuple[str, str]:
 
 
 class _Process:
-    """One forked worker: ``run(evaluator, requests, replies)`` in the child."""
+    """One forked worker: ``run(evaluator, requests, replies)`` in the child.
+    Without an evaluator (a spare, forked early), its first message is the
+    evaluator's :attr:`~mbuild.loading.starlark_eval.Evaluator.spec`."""
 
-    def __init__(self, evaluator: Evaluator, stepwise: str | None = None) -> None:
+    def __init__(self, evaluator: Evaluator | None, stepwise: str | None = None) -> None:
         from mbuild import background
 
         background.quiesce()  # no fork while another thread imports or talks to the engine
@@ -207,8 +216,13 @@ def _limit_address_space(extra: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _serve(evaluator: Evaluator, requests: int, replies: int, stepwise: str | None) -> None:
+def _serve(evaluator: Evaluator | None, requests: int, replies: int, stepwise: str | None) -> None:
     try:
+        if evaluator is None:  # a spare: told what to evaluate when first used
+            spec = _receive(requests)
+            if spec is None:
+                return  # never used: mbuild has ended
+            evaluator = Evaluator(*spec)
         _limit_address_space(4 * evaluator.limits.memory)
         if stepwise is not None:
             evaluator.evaluate_stepwise(stepwise, lambda positions: _send(replies, ("at", positions)))
@@ -232,6 +246,30 @@ def _serve(evaluator: Evaluator, requests: int, replies: int, stepwise: str | No
                 _send(replies, ("internal", "".join(traceback.format_exception(err))))
         except BaseException:  # noqa: BLE001 - nothing left to tell it with
             pass
+
+
+_spare: list[_Process] = []
+
+
+def prefork() -> None:
+    """Fork the next worker now (before any thread starts); the next
+    :class:`EvaluationWorker` takes it. At most one waits."""
+    if not _spare:
+        try:
+            _spare.append(_Process(None))
+        except MbuildError:
+            pass  # no process to spare: forked when needed
+
+
+def _adopt(evaluator: Evaluator) -> "_Process | None":
+    """The spare worker, told to evaluate with ``evaluator``; None if there is none alive."""
+    while _spare:
+        process = _spare.pop()
+        if process._status is None and os.waitpid(process.pid, os.WNOHANG)[0] == 0:
+            process.send(evaluator.spec)
+            return process
+        process.close()
+    return None
 
 
 class EvaluationWorker:
@@ -282,7 +320,7 @@ class EvaluationWorker:
     def _pump(self) -> None:
         while self._unsent and len(self._sent) < WINDOW:
             if self._process is None:
-                self._process = _Process(self.evaluator)
+                self._process = _adopt(self.evaluator) or _Process(self.evaluator)
                 self._finalizer = weakref.finalize(self, self._process.close)
             package = self._unsent.popleft()
             self._sent.append(package)

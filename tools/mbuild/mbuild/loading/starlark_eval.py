@@ -191,6 +191,8 @@ class Evaluator:
         self.skip_dirs = frozenset(skip_dirs)
         self.ignore = ignore or IgnoreFile()
         self.limits = limits
+        # What makes another one like it (sent to a worker forked before this was known).
+        self.spec = (self.root, self.rule_names, tuple(sorted(self.skip_dirs)), self.ignore, self.limits)
         for name in self.rule_names:
             if not _RULE_NAME_RE.fullmatch(name) or name in BUILTIN_NAMES or name.startswith("_"):
                 raise ValueError(f"invalid rule name {name!r}")
