@@ -913,3 +913,20 @@ def test_graph_from_packages_directly(tmp_path: Path) -> None:
     assert Label("services/api", "api") in graph.targets
     with pytest.raises(ConfigError, match="unknown target //libs/core:core"):
         TargetGraph([loader.load_package(p) for p in ("infra", "services/api")])
+
+
+def test_a_worker_forked_before_the_workspace_was_known_evaluates_like_a_fresh_one(tmp_path):
+    """A build forks its BUILD-file worker first (mbuild.loading.sandbox.prefork),
+    before any thread starts; the loader that takes it tells it the workspace,
+    rules, .dockerignore and limits."""
+    from mbuild.loading import sandbox
+
+    root = write(tmp_path, {".dockerignore": "pkg/secret.txt\n", "pkg/BUILD": 'py_lib(name = "a", srcs = glob(["*.txt"]))\n',
+                            "pkg/a.txt": "a", "pkg/secret.txt": "s"})
+    sandbox.prefork()
+    spare = sandbox._spare[0]
+    loader = BuildFileLoader(root, SCHEMAS)
+    package = loader.load_package("pkg")
+    assert not sandbox._spare and loader._worker._process is spare  # the spare was used
+    assert package.targets["a"].attrs["srcs"] == ("a.txt",)  # .dockerignore sent along: secret.txt is not globbed
+    loader.close()

@@ -222,7 +222,7 @@ def _serve(evaluator: Evaluator | None, requests: int, replies: int, stepwise: s
             spec = _receive(requests)
             if spec is None:
                 return  # never used: mbuild has ended
-            evaluator = Evaluator(*spec)
+            evaluator = Evaluator.from_spec(spec)
         _limit_address_space(4 * evaluator.limits.memory)
         if stepwise is not None:
             evaluator.evaluate_stepwise(stepwise, lambda positions: _send(replies, ("at", positions)))

@@ -184,6 +184,11 @@ class Evaluator:
     lists what it excludes).
     """
 
+    @classmethod
+    def from_spec(cls, spec: tuple) -> "Evaluator":
+        root, rule_names, skip_dirs, patterns, limits = spec
+        return cls(root, rule_names, skip_dirs, IgnoreFile(patterns), limits)
+
     def __init__(self, root: Path, rule_names: Sequence[str], skip_dirs: Sequence[str] = (),
                  ignore: IgnoreFile | None = None, limits: EvaluationLimits = EvaluationLimits()) -> None:
         self.root = Path(root).resolve()
@@ -191,8 +196,8 @@ class Evaluator:
         self.skip_dirs = frozenset(skip_dirs)
         self.ignore = ignore or IgnoreFile()
         self.limits = limits
-        # What makes another one like it (sent to a worker forked before this was known).
-        self.spec = (self.root, self.rule_names, tuple(sorted(self.skip_dirs)), self.ignore, self.limits)
+        # What makes another one like it (:meth:`from_spec`; sent to a worker forked before this was known).
+        self.spec = (self.root, self.rule_names, tuple(sorted(self.skip_dirs)), self.ignore.patterns, self.limits)
         for name in self.rule_names:
             if not _RULE_NAME_RE.fullmatch(name) or name in BUILTIN_NAMES or name.startswith("_"):
                 raise ValueError(f"invalid rule name {name!r}")
