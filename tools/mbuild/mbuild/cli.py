@@ -83,7 +83,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
         raise ConfigError("--affected and --since REV go together, e.g. mbuild build --affected --since HEAD~1 //...")
     options = _build_options(ctx.obj["cwd"], push, outputs, secrets, ssh)
     wanted_platforms = parse_platforms(platforms)
-    from .loading.sandbox import prefork
+    from .loading.sandbox import discard_spare, prefork
 
     prefork()  # the BUILD-file worker, forked before the engine's early start runs a thread
     daemon = start_daemon(ctx.obj["cwd"], ctx.obj["overrides"]["buildkit"], wanted_platforms)
@@ -91,6 +91,7 @@ def build(ctx, labels, as_json: bool, progress: str, jobs: int, no_cache: bool, 
         _build(ctx, labels, as_json, progress, jobs, no_cache, remote_url, remote_upload, affected, since,
                options, wanted_platforms, started_ns, daemon)
     finally:
+        discard_spare()
         if daemon is not None:
             daemon.close()
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import pickle
+import resource  # (imported here: a worker imports nothing once forked)
 import select
 import signal
 import struct
@@ -208,8 +209,6 @@ def _child(evaluator: Evaluator, requests: int, replies: int, stepwise: str | No
 
 
 def _limit_address_space(extra: int) -> None:
-    import resource
-
     with open("/proc/self/statm") as f:
         size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     limit = size + extra
@@ -259,6 +258,13 @@ def prefork() -> None:
             _spare.append(_Process(None))
         except MbuildError:
             pass  # no process to spare: forked when needed
+
+
+def discard_spare() -> None:
+    """End the spare worker if nobody took it (at the end of the command that forked it:
+    a spare forked for one command is never another's)."""
+    while _spare:
+        _spare.pop().close()
 
 
 def _adopt(evaluator: Evaluator) -> "_Process | None":
