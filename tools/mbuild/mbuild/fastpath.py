@@ -266,12 +266,13 @@ def stamped_outcome(o, root: str, images: dict[str, str], outputs: dict[str, str
 
 
 def save_stamp(argv: list[str], cwd: str, doc: dict) -> None:
-    path = stamp_path(argv, cwd)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        marshal.dump(doc, f)
-    os.replace(tmp, path)
+    from pathlib import Path
+
+    from .atomicfile import writing
+
+    data = marshal.dumps(doc)
+    with writing(Path(stamp_path(argv, cwd)), umasked=True) as f:  # (never on the no-op path: imports allowed)
+        f.write(data)
 
 
 
@@ -320,16 +321,23 @@ def _stamp(argv: list[str], cwd: str) -> tuple[dict, frozenset[str] | None] | No
             return held[1], held[2]
     try:
         with open(path, "rb") as f:
-            doc = marshal.loads(f.read())  # marshal.load(f) reads in small pieces: 20x slower
-    except (OSError, ValueError, EOFError, TypeError):
+            doc = decode_stamp(f.read())
+    except OSError:
         return None
-    if not isinstance(doc, dict):
+    return None if doc is None else (doc, None)
+
+
+def decode_stamp(data: bytes) -> dict | None:
+    """A stamp file's document, if it is one this mbuild wrote and may answer from."""
+    try:
+        doc = marshal.loads(data)  # (read whole: marshal.load(f) reads in small pieces, 20x slower)
+    except (ValueError, EOFError, TypeError):
         return None
-    if doc.get("version") != STAMP_VERSION:
+    if not isinstance(doc, dict) or doc.get("version") != STAMP_VERSION:
         return None
-    if not set(tool_files()) <= set(doc["files"]):
+    if not set(tool_files()) <= doc["files"].keys():
         return None  # mbuild itself changed (a module was added)
-    return doc, None
+    return doc
 
 
 def _among(facts: dict, suspects: frozenset[str] | None):

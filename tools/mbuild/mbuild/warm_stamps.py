@@ -40,7 +40,6 @@ environment turns watching off.
 
 from __future__ import annotations
 
-import marshal
 import os
 import threading
 from collections import OrderedDict
@@ -209,14 +208,9 @@ class WarmStamps:
                 held = self._entries.get(path)
             if held is not None and held.identity == now:
                 return
-            try:
-                doc = marshal.loads(f.read())
-            except (ValueError, EOFError, TypeError):
+            doc = fastpath.decode_stamp(f.read())
+            if doc is None:
                 return
-            if not isinstance(doc, dict) or doc.get("version") != fastpath.STAMP_VERSION:
-                return
-            if not set(fastpath.tool_files()) <= doc["files"].keys():
-                return  # written before one of mbuild's modules was added: never answers
             files, folders = doc["files"], doc["dirs"]
             self.drain()  # (a watch lost before now is known lost)
             with self._lock:

@@ -65,20 +65,6 @@ def _other_platform(found, platform: str | None) -> str | None:
     return None
 
 
-def resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None) -> dict[str, ResolvedBase]:
-    """name -> digest, config and layers, for each base image, as BuildKit resolves them
-    for ``platform`` (a multi-platform image gives that platform's config and layers).
-
-    ``client`` is a connected :class:`buildkit.Client`. One gateway session
-    resolves them all (plus one more for pins the engine's tag does not match).
-    Raises :class:`BuildFailure` for the first image BuildKit cannot find.
-    """
-    images = list(images)
-    found, missing = try_resolve_bases(client, images, platform)
-    raise_missing(images, missing, client.address)
-    return found
-
-
 def raise_missing(images: Iterable[BaseImage], missing: Mapping[str, str], address: object) -> None:
     """Raise :class:`BuildFailure` for the first of ``images`` that is in ``missing`` (name -> why)."""
     for image in images:
@@ -88,7 +74,13 @@ def raise_missing(images: Iterable[BaseImage], missing: Mapping[str, str], addre
 
 def try_resolve_bases(client, images: Iterable[BaseImage], platform: str | None = None
                       ) -> tuple[dict[str, ResolvedBase], dict[str, str]]:
-    """:func:`resolve_bases` that does not raise: (resolved by name, why each other one was not)."""
+    """name -> digest, config and layers, for each base image, as BuildKit resolves them
+    for ``platform`` (a multi-platform image gives that platform's config and layers),
+    and why each other one was not (:func:`raise_missing` makes that an error).
+
+    ``client`` is a connected :class:`buildkit.Client`. One gateway session
+    resolves them all (plus one more for pins the engine's tag does not match).
+    """
     images = list(images)
     if not images:
         return {}, {}
