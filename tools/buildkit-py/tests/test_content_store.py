@@ -48,3 +48,25 @@ def test_write_then_read_and_info_through_grpc(tmp_path, serve):
         list(stub.Write(iter(bad), metadata=md))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert not (root / "blobs" / "sha256" / ("0" * 64)).exists()
+
+
+def test_many_writes_at_once_all_land_and_leave_no_temp_file(tmp_path, serve):
+    """BuildKit's exporter writes a cache's blobs at once; none may trip over another's temp file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "store"
+    channel = serve(ContentStoreService({store_id(root): root}))
+    stub = content_pb2_grpc.ContentStub(channel)
+    md = ((STORE_HEADER, store_id(root)),)
+
+    def write(i):
+        data = f"blob {i}".encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        req = content_pb2.WriteContentRequest(action=content_pb2.COMMIT, ref=f"r{i}", data=data,
+                                              total=len(data), expected=digest)
+        return list(stub.Write(iter([req]), metadata=md))[-1].digest == digest
+
+    with ThreadPoolExecutor(32) as pool:
+        assert all(pool.map(write, range(400)))
+    assert len(list((root / "blobs" / "sha256").iterdir())) == 400
+    assert [p.name for p in root.iterdir()] == ["blobs"]  # no temp file left behind

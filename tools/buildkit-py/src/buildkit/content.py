@@ -93,9 +93,11 @@ class ContentStoreService(content_pb2_grpc.ContentServicer):
     def Write(self, request_iterator, context):  # noqa: N802
         root = self._root(context)
         started = time.time_ns()
-        tmp_dir = root / ".ingest"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+        # Each write has a temp file of its own in the store's folder. (A shared ingest folder, made by
+        # each write and removed by the last, raced: one write's rmdir fell between another's mkdir and
+        # its check of it, and the export failed with EEXIST.)
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".ingest-", suffix=".part")
         out = os.fdopen(fd, "w+b")
         h = hashlib.sha256()
         offset, total, expected = 0, 0, ""
@@ -140,10 +142,6 @@ class ContentStoreService(content_pb2_grpc.ContentServicer):
             out.close()
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            try:
-                tmp_dir.rmdir()  # only when no other write is under way
-            except OSError:
-                pass
 
 
 def read_tag(directory: Path, tag: str) -> str | None:
@@ -173,6 +171,10 @@ def write_tag(directory: Path, tag: str, descriptor: Mapping) -> None:
     index["manifests"] = keep + [entry]
     (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".index-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(index, f)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(index, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
