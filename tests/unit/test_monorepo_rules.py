@@ -6,6 +6,8 @@ engine can prove (tests/integration)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,8 @@ def test_poetry_install_resolves_the_lockfile_into_the_project_venv(infra):
     venv = next(p for t, p in deps.providers.items() if t.__name__ == "PoetryVenv")
     assert (venv.path, venv.project) == ("/app/.venv", "")
     install_poetry, install, reproducible = execs(deps)
-    assert install_poetry["exec"][-1] == 'python3 -m venv /opt/poetry && /opt/poetry/bin/pip install "poetry==2.1.3"'
+    assert install_poetry["exec"][-1].startswith("python3 -m venv --without-pip /opt/poetry && ")
+    assert '"poetry==2.1.3"' in install_poetry["exec"][-1]
     assert install["exec"] == ["/bin/sh", "-c", "poetry install --no-root --only main"]
     assert install["cwd"] == "/app"
     env = dict(e.split("=", 1) for e in install["env"])
@@ -76,6 +79,42 @@ def test_poetry_install_resolves_the_lockfile_into_the_project_venv(infra):
     assert "apps/" not in included
     assert deps.info.image is None  # a stage, not an image
 
+
+
+@pytest.mark.parametrize("pip_version, way", [("23.0.1", "base pip"), ("22.3", "base pip"),
+                                              ("22.2.2", "venv pip"), (None, "venv pip")])
+def test_poetry_is_installed_by_the_bases_pip_when_it_can_install_into_a_venv(infra, tmp_path, pip_version, way):
+    """The step's shell picks its way by the base's pip (`--python` needs pip >= 22.3); a stand-in
+    python3 on PATH records what the step runs."""
+    install_poetry = execs(infra["//infra:python_deps"])[0]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(f"""#!/bin/sh
+echo "python3 $*" >> {tmp_path}/ran
+[ "$1" = -c ] && exec {sys.executable} -S "$@"
+exit 0
+""")
+    (fake / "python3").chmod(0o755)
+    site = tmp_path / "site"
+    if pip_version:
+        (site / "pip").mkdir(parents=True)
+        (site / "pip" / "__init__.py").write_text(f"__version__ = {pip_version!r}\n")
+    venv_pip = tmp_path / "opt-poetry-pip"
+    command = (install_poetry["exec"][-1].replace("/opt/poetry/bin/pip", str(venv_pip))
+               .replace("/opt/poetry/bin/python -m compileall", "python3 -m compileall"))
+    venv_pip.write_text(f"#!/bin/sh\necho \"venv-pip $*\" >> {tmp_path}/ran\n")
+    venv_pip.chmod(0o755)
+    subprocess.run(["/bin/sh", "-c", command], check=True,
+                   env={"PATH": f"{fake}:/usr/bin:/bin", "PYTHONPATH": str(site)})
+    ran = (tmp_path / "ran").read_text().splitlines()
+    installs = [r for r in ran if " install " in r]
+    assert len(installs) == 1 and installs[0].endswith("--disable-pip-version-check poetry==2.1.3")
+    if way == "base pip":
+        assert installs[0].startswith("python3 -m pip --python /opt/poetry/bin/python install --no-compile")
+        assert "python3 -m venv --clear /opt/poetry" not in ran
+        assert ran[-1] == "python3 -m compileall -q -j 0 /opt/poetry/lib"  # on every core, once installed
+    else:
+        assert installs[0].startswith("venv-pip install") and "python3 -m venv --clear /opt/poetry" in ran
 
 def test_python_image_is_slim_non_root_and_runs_the_app(infra):
     runtime = infra["//infra:python_runtime"]
