@@ -110,7 +110,7 @@ def generate(n: int, out: Path, seed: int = 1, top_images: int = 50, git: bool =
         for f in ("a", "b", "c"):
             (d / "src" / f"{f}.txt").write_text(f"package {p} file {f}\n")
         lines = [f"# Generated: package pkg{p}, tier {tier_of[p]}.", 'package(default_visibility = ["//visibility:public"])', ""]
-        lines.append(f'filegroup(\n    name = "t0",\n    srcs = glob(["src/*.txt"]),\n)\n')
+        lines.append('filegroup(\n    name = "t0",\n    srcs = glob(["src/*.txt"]),\n)\n')
         filegroups.append(f"//pkg{p}:t0")
         files_of[f"//pkg{p}:t0"] = frozenset(f"pkg{p}/src/{f}.txt" for f in "abc")
         for i in range(1, FILEGROUPS):

@@ -47,17 +47,24 @@ class Run:
     rss_kb: int | None = None
     log: str = ""
     note: str = ""
+    retries: int = 0  # downloads the log says were retried: the run measured the network's stall too
 
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+    @property
+    def counted(self) -> bool:
+        """In the medians: it succeeded, and no download of it was retried (see stats.counted)."""
+        return self.ok and not self.retries
 
     def fail(self, note: str) -> None:
         """Mark a run that exited 0 but did not do its job (e.g. an image missing afterwards)."""
         self.rc, self.note = 99, note
 
     def to_json(self) -> dict:
-        return {"wall": round(self.wall, 4), "rc": self.rc, "rss_kb": self.rss_kb, "note": self.note}
+        return {"wall": round(self.wall, 4), "rc": self.rc, "rss_kb": self.rss_kb, "note": self.note,
+                "retries": self.retries}
 
 
 _RSS_WRAPPER = (
@@ -132,11 +139,11 @@ class Harness:
             finally:
                 timer.cancel()
             wall = time.perf_counter() - t0
-        note = f"timed out after {timeout:.0f}s" if expired.is_set() else _network_retries(logf)
+        retries, note = _network_retries(logf)
         if expired.is_set():
-            rc = 124
+            rc, note = 124, f"timed out after {timeout:.0f}s"
         measured = [k for k in (_read_rss(rss_file), _read_rss(server_rss)) if k is not None]
-        r = Run(wall, rc, max(measured) if measured else None, str(logf), note)
+        r = Run(wall, rc, max(measured) if measured else None, str(logf), note, retries)
         if not r.ok:
             log(f"  FAILED ({rc}{', ' + note if note else ''}): {' '.join(cmd)}; log {logf}")
             r.note = (note + "; " if note else "") + tail(logf, 3)
@@ -156,16 +163,17 @@ class Harness:
 _RETRY_MARKS = ("WARNING: Retrying (", "mbuild: attempt 2 of 3", "ERR_PNPM_META_FETCH_FAIL", "ECONNRESET")
 
 
-def _network_retries(logf: Path) -> str:
-    """A note naming the downloads retried in a run's log ("" when none)."""
+def _network_retries(logf: Path) -> tuple[int, str]:
+    """How many downloads a run's log says were retried, and a note naming them ("" when none)."""
     try:
         text = logf.read_text(errors="replace")
     except OSError:
-        return ""
+        return 0, ""
     seen = {mark: text.count(mark) for mark in _RETRY_MARKS if mark in text}
     if not seen:
-        return ""
-    return "network retries in the log: " + ", ".join(f"{n}× `{mark.strip(' (')}`" for mark, n in seen.items())
+        return 0, ""
+    return sum(seen.values()), "network retries in the log: " + ", ".join(
+        f"{n}× `{mark.strip(' (')}`" for mark, n in seen.items())
 
 
 def _read_rss(path: Path | None) -> int | None:

@@ -12,7 +12,9 @@ from targets import verdict
 
 METHOD = (
     "Every figure is the wall-clock time of a whole process (seconds): median (min–max) over the successful "
-    "runs. Side by side, runs alternate bake, mbuild, bake, mbuild…; a scenario's ratio is median mbuild / "
+    "runs whose downloads were never retried (a retried download waited out a stalled connection or a failing "
+    "DNS lookup, and measured the network; such runs, on either side, are set aside and listed below, and "
+    "more pairs are run, up to twice the reps, until each side has its reps of counted runs). Side by side, runs alternate bake, mbuild, bake, mbuild…; a scenario's ratio is median mbuild / "
     "median bake (pairwise: the median and range of the per-pair ratios). bake builds `bench/docker-bake.hcl` "
     "(both seed Dockerfiles, target `runtime`, loaded into the engine); mbuild builds `//infra:compose` (both "
     "images, loaded, plus the compose file). Cold and remote scenarios run each build on a fresh private engine "

@@ -39,7 +39,7 @@ def side_by_side(scenarios: list[dict]) -> list[dict]:
         ns = [min((stats(sc[side]) or {"n": 0})["n"] for side in ("bake", "mbuild")) for sc in scenarios]
         worst = min(ns)
         out.append(_target(f"every scenario: median of ≥ {MIN_REPS} alternating runs", worst >= MIN_REPS,
-                           f"fewest successful runs of a side: {worst}"))
+                           f"fewest counted runs of a side: {worst}"))
     for sc in scenarios:
         if sc.get("max_ratio") is None:
             continue

@@ -95,13 +95,19 @@ class Context:
             self.warm = True
 
     def alternate(self, res: Result, bake_once: Callable[[int], Run], mbuild_once: Callable[[int], Run]) -> None:
-        """``reps`` pairs of runs: bake, mbuild, bake, mbuild…"""
-        for i in range(self.reps):
-            log(f"  {res.name} rep {i + 1}/{self.reps}: bake")
+        """Pairs of runs, bake, mbuild, bake, mbuild…: ``reps`` of them, and more (up to twice as many) while a
+        side has fewer than ``reps`` counted runs (a run whose downloads were retried is set aside: see
+        stats.counted)."""
+        i = 0
+        while i < self.reps or (i < 2 * self.reps and min(
+                sum(r.counted for r in res.bake), sum(r.counted for r in res.mbuild)) < self.reps):
+            extra = " (again: runs set aside for network retries)" if i >= self.reps else ""
+            log(f"  {res.name} rep {i + 1}/{self.reps}{extra}: bake")
             res.bake.append(bake_once(i))
             log(f"  {res.name} rep {i + 1}/{self.reps}: mbuild ({res.bake[-1].wall:.2f}s bake)")
             res.mbuild.append(mbuild_once(i))
             log(f"  {res.name} rep {i + 1}/{self.reps}: {res.mbuild[-1].wall:.2f}s mbuild")
+            i += 1
 
     def profile(self, name: str, args: list[str], cwd: Path = ROOT, env: dict | None = None,
                 module: str = "mbuild") -> None:
