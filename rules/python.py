@@ -106,13 +106,15 @@ def _poetry_install(ctx):
 
 # Poetry in a venv of its own, /opt/poetry (see the module docstring, "Poetry's own venv"). The base's
 # pip installs into it (`--python`, pip >= 22.3), so the venv needs no pip of its own; a base without
-# such a pip gets one in the venv, the seed's way.
+# such a pip gets one in the venv, the seed's way. The interpreter is named `python3`, as the venv's own
+# pip is run by: pip writes it into Poetry's shebang, and virtualenv then records it in the app's
+# `.venv/pyvenv.cfg` (`command = /opt/poetry/bin/python3 -m virtualenv ...`), which the runtime image holds.
 _INSTALL_POETRY = (
     "python3 -m venv --without-pip /opt/poetry && "
     "if python3 -c 'import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(\".\")[:2])) < (22, 3))' "
     "2>/dev/null; then "
-    'python3 -m pip --python /opt/poetry/bin/python install --no-compile --disable-pip-version-check '
-    '"poetry=={version}" && /opt/poetry/bin/python -m compileall -q -j 0 /opt/poetry/lib; '
+    'python3 -m pip --python /opt/poetry/bin/python3 install --no-compile --disable-pip-version-check '
+    '"poetry=={version}" && /opt/poetry/bin/python3 -m compileall -q -j 0 /opt/poetry/lib; '
     "else python3 -m venv --clear /opt/poetry && "
     '/opt/poetry/bin/pip install --disable-pip-version-check "poetry=={version}"; fi'
 )

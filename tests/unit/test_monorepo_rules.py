@@ -101,7 +101,7 @@ exit 0
         (site / "pip" / "__init__.py").write_text(f"__version__ = {pip_version!r}\n")
     venv_pip = tmp_path / "opt-poetry-pip"
     command = (install_poetry["exec"][-1].replace("/opt/poetry/bin/pip", str(venv_pip))
-               .replace("/opt/poetry/bin/python -m compileall", "python3 -m compileall"))
+               .replace("/opt/poetry/bin/python3 -m compileall", "python3 -m compileall"))
     venv_pip.write_text(f"#!/bin/sh\necho \"venv-pip $*\" >> {tmp_path}/ran\n")
     venv_pip.chmod(0o755)
     subprocess.run(["/bin/sh", "-c", command], check=True,
@@ -110,7 +110,7 @@ exit 0
     installs = [r for r in ran if " install " in r]
     assert len(installs) == 1 and installs[0].endswith("--disable-pip-version-check poetry==2.1.3")
     if way == "base pip":
-        assert installs[0].startswith("python3 -m pip --python /opt/poetry/bin/python install --no-compile")
+        assert installs[0].startswith("python3 -m pip --python /opt/poetry/bin/python3 install --no-compile")
         assert "python3 -m venv --clear /opt/poetry" not in ran
         assert ran[-1] == "python3 -m compileall -q -j 0 /opt/poetry/lib"  # on every core, once installed
     else:
