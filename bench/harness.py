@@ -159,8 +159,13 @@ class Harness:
 
 
 # What the downloading tools print when a connection broke and they retry:
-# such a run measured the network's stall as much as the build.
-_RETRY_MARKS = ("WARNING: Retrying (", "mbuild: attempt 2 of 3", "ERR_PNPM_META_FETCH_FAIL", "ECONNRESET")
+# such a run measured the network's stall as much as the build. mbuild's
+# progress shows a retried step's failed attempt as one line, "attempt 1 of 3
+# failed (REASON), retrying" (its "mbuild: attempt N of M" markers stay in the
+# full log); the seed's corepack loop shows Node's error itself: a fetch cut
+# off after a stall ("TypeError: terminated"), a DNS or connect failure.
+_RETRY_MARKS = ("WARNING: Retrying (", "mbuild: attempt 2 of 3", "), retrying", "ERR_PNPM_META_FETCH_FAIL",
+                "ECONNRESET", "TypeError: terminated", "EAI_AGAIN", "ETIMEDOUT")
 
 
 def _network_retries(logf: Path) -> tuple[int, str]:
