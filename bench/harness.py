@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from settings import ROOT, RUN_TIMEOUT, base_env
+from stats import counted
 
 
 def log(msg: str) -> None:
@@ -55,8 +56,8 @@ class Run:
 
     @property
     def counted(self) -> bool:
-        """In the medians: it succeeded, and no download of it was retried (see stats.counted)."""
-        return self.ok and not self.retries
+        """In the medians (the rule is stats.counted's)."""
+        return counted(self.to_json())
 
     def fail(self, note: str) -> None:
         """Mark a run that exited 0 but did not do its job (e.g. an image missing afterwards)."""
